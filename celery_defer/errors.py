@@ -1,0 +1,54 @@
+"""The exceptions of celery_defer: one root, specific subclasses under it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+class CeleryDeferError(Exception):
+    """Something went wrong in celery_defer."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(CeleryDeferError):
+    """A deferred function's config or a celery_defer setting is invalid.
+
+    Attributes:
+        key: the config key or setting at fault, when there is one.
+    """
+
+    def __init__(self, message: str | None = None, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class StoreUnavailableError(CeleryDeferError):
+    """The Redis that holds celery_defer's state could not be reached."""
+
+
+class NonRetriableError(CeleryDeferError):
+    """Raised by a handler to fail the deferred run now, without a retry."""
+
+
+class RetryAfterError(CeleryDeferError):
+    """Raised by a handler to retry the deferred run after ``delay``.
+
+    Args:
+        delay: seconds, a ``timedelta``, a duration string such as ``"30s"``, or
+            an aware or naive-UTC ``datetime`` at which to retry.
+        message: optional text for logs.
+    """
+
+    def __init__(
+        self,
+        delay: float | int | str | dt.timedelta | dt.datetime,
+        message: str | None = None,
+    ) -> None:
+        super().__init__(message or f"retry requested after {delay!r}")
+        self.delay = delay
+
+
+class DeferredRunTimeoutError(NonRetriableError):
+    """The deferred run passed its ``timeouts.start`` or ``timeouts.finish``."""

@@ -1,0 +1,62 @@
+"""Every Redis key celery_defer writes, in one place.
+
+All keys start with the ``defer_key_prefix`` setting. Values that come from
+user data (limit keys) are hashed before they become part of a key, so a key
+never grows with the data and never carries it in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+#: Recorded defers of one parent run (hash: defer id -> record), until dispatched.
+OUTBOX = "outbox"
+#: Parent runs that finalized and whose defers await dispatch (zset: run id -> due ms).
+FINALIZED = "finalized"
+#: A deferred run in progress (string: holder token, with a lease).
+CLAIM = "claim"
+#: A deferred run that finalized (string, kept ``DONE_TTL_S``).
+DONE = "done"
+#: Counters the library keeps for operators (hash: name -> count).
+STATS = "stats"
+
+#: How long recorded defers wait for their parent run to finalize.
+OUTBOX_TTL_S = 7 * 24 * 3600
+#: How long a finished deferred run is remembered, to acknowledge duplicates.
+DONE_TTL_S = 7 * 24 * 3600
+
+
+class KeySpace:
+    """Builds the Redis keys under one prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def outbox(self, run_id: str) -> str:
+        return f"{self.prefix}:{OUTBOX}:{run_id}"
+
+    def finalized(self) -> str:
+        return f"{self.prefix}:{FINALIZED}"
+
+    def claim(self, run_id: str) -> str:
+        return f"{self.prefix}:{CLAIM}:{run_id}"
+
+    def done(self, run_id: str) -> str:
+        return f"{self.prefix}:{DONE}:{run_id}"
+
+    def stats(self) -> str:
+        return f"{self.prefix}:{STATS}"
+
+    def limit(self, kind: str, function_id: str, key_value: str | None = None) -> str:
+        """Key of one flow-control limiter, e.g. ``prefix:limit:throttle:fn:<hash>``."""
+        base = f"{self.prefix}:limit:{kind}:{function_id}"
+        if key_value is None:
+            return base
+        return f"{base}:{hash_key_value(key_value)}"
+
+
+def hash_key_value(value: str) -> str:
+    """Hash a user key value so it can be part of a Redis key."""
+    return hashlib.blake2b(value.encode("utf-8"), digest_size=12).hexdigest()

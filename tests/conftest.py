@@ -1,0 +1,31 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celery_defer.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the whole session, on a free port."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """URL of the session's redis-server, emptied after each test."""
+    redis_server.start()  # a fault test may have killed it
+    yield redis_server.url
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    except redis.ConnectionError:
+        pass
+    finally:
+        client.close()
