@@ -1,0 +1,109 @@
+"""A parent run's defers through its life: recorded as attempts end, sent when it finalizes.
+
+Durability rests on one ordering: an attempt's defers are written to Redis the
+moment its body returns or raises, before Celery stores the result, and the
+run is marked finalized in the same atomic step. Dispatch happens afterwards
+(from ``after_return``), and a worker that dies in between leaves a finalized
+outbox that any worker's recovery pass sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+
+from celery_defer.capture import RunCapture
+from celery_defer.dispatch import publish, run_eagerly
+from celery_defer.errors import CeleryDeferError, StoreUnavailableError
+from celery_defer.memory_store import eager_outbox
+from celery_defer.records import DeferRecord, ParentRef
+from celery_defer.store import store_for
+
+if TYPE_CHECKING:
+    from celery_defer.memory_store import MemoryOutbox
+    from celery_defer.store import RedisStore
+
+logger = logging.getLogger(__name__)
+
+
+def _outbox(app: Celery, eager: bool) -> RedisStore | MemoryOutbox:
+    return eager_outbox if eager else store_for(app)
+
+
+def begin_attempt(app: Celery, request: Any, task_name: str) -> RunCapture:
+    """Open the capture of one attempt; learn what earlier attempts recorded."""
+    run_id: str = request.id
+    eager = bool(request.is_eager)
+    parent = ParentRef(run_id, request.root_id or run_id, task_name)
+    earlier: frozenset[str] = frozenset()
+    delivery = request.delivery_info or {}
+    if request.retries or delivery.get("redelivered") or eager:
+        try:
+            earlier = frozenset(_outbox(app, eager).recorded_ids(run_id))
+        except CeleryDeferError:
+            # Redis keeps first-wins on its own (HSETNX); only the count is unknown.
+            logger.warning("could not read earlier defers of run %s", run_id, exc_info=True)
+    return RunCapture(parent=parent, app=app, eager=eager, earlier_ids=earlier)
+
+
+def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
+    """Record the attempt's defers; return every record of the run when it finalizes.
+
+    Never raises: a Redis failure is logged, and a finalizing attempt then sends
+    its own defers straight away rather than lose them.
+    """
+    capture.final = final
+    if not capture.records and not capture.earlier_ids:
+        return []
+    run_id = capture.parent.run_id
+    try:
+        return _outbox(capture.app, capture.eager).record(run_id, capture.records, final=final)
+    except CeleryDeferError as exc:
+        ids = [record.defer_id for record in capture.records]
+        if final:
+            logger.error(
+                "run %s: could not record defers %s (%s); sending them without the outbox",
+                run_id, ids, exc,
+            )
+            return list(capture.records)
+        logger.error("run %s: defers %s lost: could not record them: %s", run_id, ids, exc)
+        return []
+
+
+def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: bool) -> None:
+    """Start the deferred runs of a finalized parent run; never raises."""
+    if not records:
+        return
+    if eager:
+        eager_outbox.complete(run_id)
+        run_eagerly(app, records)
+        return
+    try:
+        publish(app, records)
+    except Exception:
+        logger.error(
+            "run %s: sending %d deferred runs failed; the recovery pass will send them",
+            run_id, len(records), exc_info=True,
+        )
+        return
+    try:
+        store_for(app).complete(run_id)
+    except StoreUnavailableError:
+        logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
+
+
+def finalize_unreturned(app: Celery, run_id: str) -> None:
+    """Finalize a run whose last attempt never returned: revoked, terminated or killed.
+
+    What earlier attempts recorded is sent; the lost attempt had recorded nothing.
+    """
+    try:
+        records = store_for(app).finalize(run_id)
+    except CeleryDeferError:
+        logger.error("run %s ended but its defers could not be read", run_id, exc_info=True)
+        return
+    if records:
+        logger.info("run %s ended without returning; sending %d recorded defers", run_id, len(records))
+    dispatch(app, run_id, records, eager=False)

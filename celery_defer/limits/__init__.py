@@ -1,0 +1,92 @@
+"""Flow-control primitives: one guard per config key, global across workers.
+
+Every guard is built from keyword-only options and a backend,
+:class:`RedisLimitBackend` (production) or :class:`MemoryLimitBackend` (tests)::
+
+    backend = RedisLimitBackend(redis.Redis.from_url(url))
+    key = keyspace.limit(guard.kind, function_id, key_value)  # key_value hashed there
+
+and answers ``guard.check(key, holder=run_id) -> Decision``, where
+``decision.action`` is
+
+- ``"proceed"``: start the run now;
+- ``"wait"``: re-schedule the same run after ``decision.delay_s`` seconds (a
+  Celery ``retry(countdown=...)`` that does not spend the retry budget), then
+  call ``check`` again with the same ``holder``;
+- ``"drop"``: never start it; log ``decision.reason`` and count it.
+
+Check guards in a fixed order and stop at the first that does not proceed. A
+guard that holds something (``guard.lease_s is not None``: concurrency and
+singleton) must, after a later guard said ``wait`` or ``drop``, be released
+again, and after the run must be released with ``guard.release(key,
+holder=run_id, run_s=duration)``. Backend calls raise
+``StoreUnavailableError`` when Redis is down.
+
+Per guard:
+
+- ``ConcurrencyGuard(backend, limit=5, lease_s=60)``: ``check`` takes a slot or
+  queues the run (FIFO; the delay grows with its queue position and the average
+  run time). While the run executes keep the slot alive::
+
+      default_keeper().register(token, lease_s=guard.lease_s,
+                                renew=functools.partial(guard.renew, key, holder=run_id))
+
+  then ``default_keeper().unregister(token)`` and ``guard.release(key,
+  holder=run_id, run_s=elapsed)``. A waiter that gives up should also call
+  ``release`` (it leaves the queue).
+- ``Throttle(backend, limit=5, period_s=2, burst=1)``: ``check`` records the start
+  (``proceed``) or says exactly how long to ``wait``. Nothing to release.
+- ``RateLimit(backend, limit=10, period_s=60)``: ``proceed`` (counted) or
+  ``drop``. Nothing to release.
+- ``Idempotency(backend, ttl_s=86400)``: the first run id to check a key value
+  proceeds (and keeps proceeding on its own retries); other runs are dropped.
+- ``Singleton(backend, mode="skip" | "cancel", lease_s=60)``: ``proceed`` holds
+  the lock (keep it alive with the keeper as above, release after the run); in
+  mode ``skip`` a run that finds it held is dropped; in mode ``cancel`` the
+  newcomer proceeds and ``decision.preempted`` names the run id to revoke.
+- ``Debounce(backend, period_s=5, timeout_s=60)``: at defer time call
+  ``delay_s = guard.push(key, event_id=run_id, payload=json_text)`` and schedule
+  the run with that countdown; when it runs, ``check(key, holder=run_id)``
+  gives ``proceed`` with ``decision.payload`` (the latest event's data, to run
+  with instead of its own), ``wait`` (check back later) or ``drop``
+  (superseded by a later event).
+"""
+
+from __future__ import annotations
+
+from celery_defer.limits.backend import (
+    DebounceResult,
+    LeaseResult,
+    LimitBackend,
+    SingletonResult,
+)
+from celery_defer.limits.base import Decision, Guard
+from celery_defer.limits.concurrency import ConcurrencyGuard, compute_wait_delay_s
+from celery_defer.limits.debounce import Debounce
+from celery_defer.limits.idempotency import Idempotency
+from celery_defer.limits.lease_keeper import LeaseKeeper, default_keeper
+from celery_defer.limits.memory_backend import MemoryLimitBackend
+from celery_defer.limits.rate_limit import RateLimit
+from celery_defer.limits.redis_backend import RedisLimitBackend
+from celery_defer.limits.singleton import Singleton
+from celery_defer.limits.throttle import Throttle
+
+__all__ = [
+    "ConcurrencyGuard",
+    "Debounce",
+    "DebounceResult",
+    "Decision",
+    "Guard",
+    "Idempotency",
+    "LeaseKeeper",
+    "LeaseResult",
+    "LimitBackend",
+    "MemoryLimitBackend",
+    "RateLimit",
+    "RedisLimitBackend",
+    "Singleton",
+    "SingletonResult",
+    "Throttle",
+    "compute_wait_delay_s",
+    "default_keeper",
+]

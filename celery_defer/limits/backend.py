@@ -1,0 +1,146 @@
+"""The storage interface every flow-control guard works through.
+
+Each operation is atomic: the Redis backend runs it as one Lua script, the
+memory backend under one lock. Keys are full Redis key strings chosen by the
+caller; every time is in milliseconds and read from the backend's own clock
+(Redis ``TIME``), so all hosts agree on it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal
+
+SingletonMode = Literal["skip", "cancel"]
+DebounceState = Literal["run", "wait", "superseded"]
+
+#: Weight of the newest run in the average run duration of a concurrency key.
+EWMA_ALPHA = 0.3
+#: How long the average run duration of a concurrency key outlives its last release.
+AVG_TTL_MS = 24 * 3600 * 1000
+#: How long debounce state outlives the moment its latest event should check back.
+DEBOUNCE_GRACE_MS = 24 * 3600 * 1000
+
+
+def waiters_key(key: str) -> str:
+    """Key of the FIFO wait queue beside a concurrency key."""
+    return f"{key}:waiters"
+
+
+def seen_key(key: str) -> str:
+    """Key of the waiters' last-seen times beside a concurrency key."""
+    return f"{key}:seen"
+
+
+def avg_key(key: str) -> str:
+    """Key of the average run duration beside a concurrency key."""
+    return f"{key}:avg"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseResult:
+    """Outcome of :meth:`LimitBackend.lease_acquire`.
+
+    Attributes:
+        acquired: the caller holds a slot now.
+        position: the caller's rank among waiters (0 = next), when not acquired.
+        avg_run_ms: average run duration seen on this key, if any run was released.
+    """
+
+    acquired: bool
+    position: int
+    avg_run_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonResult:
+    """Outcome of :meth:`LimitBackend.singleton_acquire`.
+
+    Attributes:
+        acquired: the caller holds the lock now.
+        previous_holder: the other live holder found: the one displaced in mode
+            ``cancel``, the one that kept the lock in mode ``skip``.
+    """
+
+    acquired: bool
+    previous_holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DebounceResult:
+    """Outcome of :meth:`LimitBackend.debounce_take`.
+
+    Attributes:
+        state: ``run`` (run now with ``payload``), ``wait`` (check back in
+            ``wait_ms``) or ``superseded`` (a later event replaced this one).
+        payload: the latest event's payload, when ``state`` is ``run``.
+        wait_ms: when ``state`` is ``wait``, ms until the event should check back.
+    """
+
+    state: DebounceState
+    payload: str | None
+    wait_ms: int
+
+
+class LimitBackend(abc.ABC):
+    """Atomic flow-control operations on keyed state with TTLs."""
+
+    @abc.abstractmethod
+    def lease_acquire(
+        self, key: str, holder: str, limit: int, lease_ms: int, waiter_ttl_ms: int
+    ) -> LeaseResult:
+        """Take one of ``limit`` slots for ``lease_ms``, or queue in FIFO order.
+
+        Expired leases are pruned first, and waiters not seen for
+        ``waiter_ttl_ms``. A caller takes a slot only when one is free and it is
+        within the first free-slot-count live waiters in arrival order;
+        otherwise it is queued (keeping its first arrival time). A holder that
+        already holds a slot gets its lease refreshed.
+        """
+
+    @abc.abstractmethod
+    def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
+        """Extend a live lease to ``lease_ms`` from now; False if it was lost."""
+
+    @abc.abstractmethod
+    def lease_release(self, key: str, holder: str, run_ms: float | None) -> None:
+        """Free the holder's slot (or wait place) and fold ``run_ms`` into the average."""
+
+    @abc.abstractmethod
+    def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        """Record a start allowed now and return 0, or return the ms to wait (GCRA)."""
+
+    @abc.abstractmethod
+    def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
+        """Count a hit and return True if fewer than ``limit`` fell in the last period."""
+
+    @abc.abstractmethod
+    def claim_once(self, key: str, ttl_ms: int, holder: str | None = None) -> bool:
+        """Claim ``key`` for ``ttl_ms`` if nobody has; the same ``holder`` may claim again."""
+
+    @abc.abstractmethod
+    def singleton_acquire(
+        self, key: str, holder: str, lease_ms: int, mode: SingletonMode
+    ) -> SingletonResult:
+        """Take the lock if free (``skip``) or in any case (``cancel``)."""
+
+    @abc.abstractmethod
+    def singleton_renew(self, key: str, holder: str, lease_ms: int) -> bool:
+        """Extend the lock to ``lease_ms`` from now; False if another holder has it."""
+
+    @abc.abstractmethod
+    def singleton_release(self, key: str, holder: str) -> None:
+        """Drop the lock if ``holder`` still has it."""
+
+    @abc.abstractmethod
+    def debounce_push(
+        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None
+    ) -> int:
+        """Make the event the latest of ``key``; return ms until it should check back."""
+
+    @abc.abstractmethod
+    def debounce_take(
+        self, key: str, event_id: str, period_ms: int, timeout_ms: int | None
+    ) -> DebounceResult:
+        """Say whether the event runs now, waits, or was superseded."""

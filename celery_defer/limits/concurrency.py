@@ -1,0 +1,102 @@
+"""``concurrency``: at most ``limit`` runs executing at once; the rest wait in FIFO order."""
+
+from __future__ import annotations
+
+import logging
+
+from celery_defer.limits.backend import LeaseResult, LimitBackend
+from celery_defer.limits.base import Decision, Guard, require_positive, to_ms
+
+logger = logging.getLogger(__name__)
+
+#: Assumed run duration until the first run on a key has been released.
+DEFAULT_RUN_S = 1.0
+#: Shortest wait handed out, so waiters never spin.
+MIN_WAIT_S = 0.05
+
+
+def compute_wait_delay_s(
+    position: int,
+    avg_run_s: float | None,
+    *,
+    limit: int,
+    lease_s: float,
+    default_run_s: float = DEFAULT_RUN_S,
+) -> float:
+    """Seconds a waiter should wait before it asks for a slot again.
+
+    A waiter at ``position`` (0 = next) is expected to get a slot after
+    ``position // limit + 1`` average runs. The result is clamped to
+    ``[MIN_WAIT_S, lease_s]``: never spin, and always check back within a lease
+    so the waiter stays live in the queue.
+    """
+    run_s = default_run_s if avg_run_s is None else avg_run_s
+    delay = (position // limit + 1) * run_s
+    return min(max(delay, MIN_WAIT_S), lease_s)
+
+
+class ConcurrencyGuard(Guard):
+    """At most ``limit`` holders at once, with fair FIFO waiting.
+
+    Args:
+        backend: where the slots live.
+        limit: slots available across all workers.
+        lease_s: a slot not renewed for this long is freed (a killed worker's slot).
+        waiter_ttl_s: a waiter that has not asked again for this long loses its
+            place; ``2 * lease_s`` by default (a waiter checks back within a lease).
+        default_run_s: run duration assumed before any run was released.
+    """
+
+    kind = "concurrency"
+    lease_s: float
+
+    def __init__(
+        self,
+        backend: LimitBackend,
+        *,
+        limit: int,
+        lease_s: float = 60.0,
+        waiter_ttl_s: float | None = None,
+        default_run_s: float = DEFAULT_RUN_S,
+    ) -> None:
+        super().__init__(backend)
+        for name, value in (
+            ("limit", limit),
+            ("lease_s", lease_s),
+            ("default_run_s", default_run_s),
+        ):
+            require_positive(name, value)
+        self.limit = int(limit)
+        self.lease_s = float(lease_s)
+        self.waiter_ttl_s = 2 * self.lease_s if waiter_ttl_s is None else float(waiter_ttl_s)
+        self.default_run_s = default_run_s
+
+    def check(self, key: str, *, holder: str) -> Decision:
+        """Take a slot (``proceed``) or queue for one (``wait``)."""
+        result = self.backend.lease_acquire(
+            key, holder, self.limit, to_ms(self.lease_s), to_ms(self.waiter_ttl_s)
+        )
+        if result.acquired:
+            return Decision.proceed()
+        delay_s = self.wait_delay_s(result)
+        logger.debug("%s waits %.3fs at position %d on %s", holder, delay_s, result.position, key)
+        return Decision.wait(delay_s, f"concurrency limit {self.limit}, position {result.position}")
+
+    def wait_delay_s(self, result: LeaseResult) -> float:
+        """Seconds to wait after an ``acquired=False`` result (see :func:`compute_wait_delay_s`)."""
+        avg_s = None if result.avg_run_ms is None else result.avg_run_ms / 1000
+        return compute_wait_delay_s(
+            result.position,
+            avg_s,
+            limit=self.limit,
+            lease_s=self.lease_s,
+            default_run_s=self.default_run_s,
+        )
+
+    def renew(self, key: str, *, holder: str) -> bool:
+        """Extend the holder's slot by a lease; False if it was lost."""
+        return self.backend.lease_renew(key, holder, to_ms(self.lease_s))
+
+    def release(self, key: str, *, holder: str, run_s: float | None = None) -> None:
+        """Free the slot (or the place in the queue); ``run_s`` feeds the average run time."""
+        self.backend.lease_release(key, holder, None if run_s is None else run_s * 1000)

@@ -1,0 +1,201 @@
+"""An in-process backend with the same semantics as the Redis one, for tests.
+
+Thread-safe (one lock around each operation); the clock is injectable so tests
+can move time by hand instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from celery_defer.limits.backend import (
+    EWMA_ALPHA,
+    DebounceResult,
+    LeaseResult,
+    LimitBackend,
+    SingletonMode,
+    SingletonResult,
+)
+
+#: Below this many ms a wait is rounding noise, as in the Lua scripts.
+_EPSILON_MS = 0.001
+
+
+def wall_clock_ms() -> float:
+    """Milliseconds since the epoch."""
+    return time.time() * 1000.0
+
+
+@dataclass(slots=True)
+class _Waiter:
+    arrival_ms: float
+    seq: int
+    seen_ms: float
+
+
+@dataclass(slots=True)
+class _Debounced:
+    event_id: str
+    payload: str
+    first_ms: float
+    last_ms: float
+
+
+class MemoryLimitBackend(LimitBackend):
+    """Flow-control state in this process only.
+
+    Args:
+        clock_ms: returns the current time in ms; wall clock when omitted.
+    """
+
+    def __init__(self, clock_ms: Callable[[], float] = wall_clock_ms) -> None:
+        self._clock_ms = clock_ms
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._holders: dict[str, dict[str, float]] = {}
+        self._waiters: dict[str, dict[str, _Waiter]] = {}
+        self._avg: dict[str, float] = {}
+        self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expiry ms)
+        self._hits: dict[str, list[float]] = {}
+        self._debounce: dict[str, _Debounced] = {}
+
+    def _get(self, key: str, now: float) -> str | None:
+        entry = self._values.get(key)
+        if entry is None or entry[1] <= now:
+            self._values.pop(key, None)
+            return None
+        return entry[0]
+
+    def lease_acquire(
+        self, key: str, holder: str, limit: int, lease_ms: int, waiter_ttl_ms: int
+    ) -> LeaseResult:
+        with self._lock:
+            now = self._clock_ms()
+            holders = self._holders.setdefault(key, {})
+            for name in [h for h, expiry in holders.items() if expiry <= now]:
+                del holders[name]
+            waiters = self._waiters.setdefault(key, {})
+            for name in [w for w, s in waiters.items() if s.seen_ms <= now - waiter_ttl_ms]:
+                del waiters[name]
+            avg = self._avg.get(key)
+            queue = sorted(waiters, key=lambda w: (waiters[w].arrival_ms, waiters[w].seq))
+            rank = queue.index(holder) if holder in waiters else len(queue)
+            if holder in holders or rank < limit - len(holders):
+                holders[holder] = now + lease_ms
+                waiters.pop(holder, None)
+                return LeaseResult(acquired=True, position=0, avg_run_ms=avg)
+            if holder in waiters:
+                waiters[holder].seen_ms = now
+            else:
+                waiters[holder] = _Waiter(now, next(self._seq), now)
+            return LeaseResult(acquired=False, position=rank, avg_run_ms=avg)
+
+    def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
+        with self._lock:
+            now = self._clock_ms()
+            holders = self._holders.get(key, {})
+            if holders.get(holder, now) <= now:
+                holders.pop(holder, None)
+                return False
+            holders[holder] = now + lease_ms
+            return True
+
+    def lease_release(self, key: str, holder: str, run_ms: float | None) -> None:
+        with self._lock:
+            self._holders.get(key, {}).pop(holder, None)
+            self._waiters.get(key, {}).pop(holder, None)
+            if run_ms is not None:
+                old = self._avg.get(key)
+                new = run_ms if old is None else EWMA_ALPHA * run_ms + (1 - EWMA_ALPHA) * old
+                self._avg[key] = new
+
+    def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        with self._lock:
+            now = self._clock_ms()
+            interval = period_ms / limit
+            tat = max(float(self._get(key, now) or 0.0), now)
+            wait = tat + interval - burst * interval - now
+            if wait > _EPSILON_MS:
+                return math.ceil(wait - _EPSILON_MS)
+            self._values[key] = (repr(tat + interval), tat + interval)
+            return 0
+
+    def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
+        with self._lock:
+            now = self._clock_ms()
+            hits = [t for t in self._hits.get(key, []) if t > now - period_ms]
+            self._hits[key] = hits
+            if len(hits) >= limit:
+                return False
+            hits.append(now)
+            return True
+
+    def claim_once(self, key: str, ttl_ms: int, holder: str | None = None) -> bool:
+        with self._lock:
+            now = self._clock_ms()
+            current = self._get(key, now)
+            if current is None:
+                self._values[key] = (holder or "", now + ttl_ms)
+                return True
+            return bool(holder) and current == holder
+
+    def singleton_acquire(
+        self, key: str, holder: str, lease_ms: int, mode: SingletonMode
+    ) -> SingletonResult:
+        with self._lock:
+            now = self._clock_ms()
+            other = self._get(key, now)
+            if other == holder:
+                other = None
+            if other is not None and mode == "skip":
+                return SingletonResult(acquired=False, previous_holder=other)
+            self._values[key] = (holder, now + lease_ms)
+            return SingletonResult(acquired=True, previous_holder=other)
+
+    def singleton_renew(self, key: str, holder: str, lease_ms: int) -> bool:
+        with self._lock:
+            now = self._clock_ms()
+            if self._get(key, now) != holder:
+                return False
+            self._values[key] = (holder, now + lease_ms)
+            return True
+
+    def singleton_release(self, key: str, holder: str) -> None:
+        with self._lock:
+            if self._get(key, self._clock_ms()) == holder:
+                del self._values[key]
+
+    def debounce_push(
+        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None
+    ) -> int:
+        with self._lock:
+            now = self._clock_ms()
+            previous = self._debounce.get(key)
+            first = now if previous is None else previous.first_ms
+            self._debounce[key] = _Debounced(event_id, payload, first, now)
+            wait = float(period_ms)
+            if timeout_ms is not None:
+                wait = min(wait, first + timeout_ms - now)
+            return math.ceil(max(wait, 0.0))
+
+    def debounce_take(
+        self, key: str, event_id: str, period_ms: int, timeout_ms: int | None
+    ) -> DebounceResult:
+        with self._lock:
+            now = self._clock_ms()
+            state = self._debounce.get(key)
+            if state is None or state.event_id != event_id:
+                return DebounceResult(state="superseded", payload=None, wait_ms=0)
+            due = state.last_ms + period_ms
+            if timeout_ms is not None:
+                due = min(due, state.first_ms + timeout_ms)
+            if due - now > _EPSILON_MS:
+                wait_ms = math.ceil(due - now - _EPSILON_MS)
+                return DebounceResult(state="wait", payload=None, wait_ms=wait_ms)
+            del self._debounce[key]
+            return DebounceResult(state="run", payload=state.payload, wait_ms=0)

@@ -1,0 +1,36 @@
+"""``throttle``: at most ``limit`` run starts per ``period``; excess runs are delayed."""
+
+from __future__ import annotations
+
+from celery_defer.limits.backend import LimitBackend
+from celery_defer.limits.base import Decision, Guard, require_positive, to_ms
+
+
+class Throttle(Guard):
+    """Space run starts ``period_s / limit`` apart (GCRA), allowing ``burst`` back to back.
+
+    Args:
+        backend: where the schedule lives.
+        limit: starts per period.
+        period_s: the period.
+        burst: starts that may happen back to back before spacing applies.
+    """
+
+    kind = "throttle"
+
+    def __init__(
+        self, backend: LimitBackend, *, limit: int, period_s: float, burst: int = 1
+    ) -> None:
+        super().__init__(backend)
+        for name, value in (("limit", limit), ("period_s", period_s), ("burst", burst)):
+            require_positive(name, value)
+        self.limit = int(limit)
+        self.period_s = float(period_s)
+        self.burst = int(burst)
+
+    def check(self, key: str, *, holder: str = "") -> Decision:
+        """``proceed`` (the start is recorded) or ``wait`` exactly until a start is allowed."""
+        wait_ms = self.backend.throttle_take(key, self.limit, to_ms(self.period_s), self.burst)
+        if wait_ms == 0:
+            return Decision.proceed()
+        return Decision.wait(wait_ms / 1000, f"throttle {self.limit} per {self.period_s:g}s")

@@ -1,0 +1,24 @@
+-- Record one attempt's defers of a parent run; first payload per defer id wins.
+-- KEYS[1] outbox hash (defer id -> "seq|record"), KEYS[2] finalized zset
+-- ARGV[1] run id, ARGV[2] outbox ttl s, ARGV[3] "1" when the run finalizes now,
+-- ARGV[4] grace ms before recovery may dispatch, ARGV[5..] defer id, record pairs
+-- Returns every record of the run when it finalizes, else nothing.
+pcall(redis.replicate_commands)
+local outbox = KEYS[1]
+for i = 5, #ARGV, 2 do
+  local seq = redis.call('HLEN', outbox) + 1
+  redis.call('HSETNX', outbox, ARGV[i], seq .. '|' .. ARGV[i + 1])
+end
+if redis.call('EXISTS', outbox) == 1 then
+  redis.call('EXPIRE', outbox, tonumber(ARGV[2]))
+end
+if ARGV[3] ~= '1' then
+  return {}
+end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local records = redis.call('HVALS', outbox)
+if #records > 0 then
+  redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[4]), ARGV[1])
+end
+return records

@@ -1,0 +1,97 @@
+"""The recovery pass: every worker sends what a dead worker left finalized but unsent."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+from celery import Celery, bootsteps
+
+from celery_defer.dispatch import publish
+from celery_defer.errors import CeleryDeferError
+from celery_defer.settings import read_settings
+from celery_defer.store import store_for
+
+logger = logging.getLogger(__name__)
+
+#: Runs one pass takes at most; a pass that finds a full batch goes on at once.
+BATCH = 200
+
+
+def recover_once(app: Celery) -> int:
+    """Send the defers of finalized runs whose dispatch is overdue; return runs sent.
+
+    A run taken by this pass is hidden from other passes for a lease; if this
+    worker dies mid-way, the run is due again when the lease ends.
+    """
+    store = store_for(app)
+    lease_ms = int(max(30.0, 2 * store.settings.recovery_interval_s) * 1000)
+    sent = 0
+    while True:
+        run_ids = store.claim_due(limit=BATCH, lease_ms=lease_ms)
+        for run_id in run_ids:
+            records = store.pending_records(run_id)
+            if records:
+                publish(app, records)
+                logger.warning(
+                    "recovered run %s: sent %d deferred runs its worker left unsent",
+                    run_id, len(records),
+                )
+            store.complete(run_id)
+            sent += 1
+        if len(run_ids) < BATCH:
+            return sent
+
+
+class RecoveryThread(threading.Thread):
+    """Runs :func:`recover_once` every ``defer_recovery_interval`` seconds."""
+
+    def __init__(self, app: Celery) -> None:
+        super().__init__(name="celery-defer-recovery", daemon=True)
+        self.app = app
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        interval_s = read_settings(self.app).recovery_interval_s
+        # A first pass soon after start picks up what a crashed predecessor left.
+        delay_s = min(1.0, interval_s)
+        while not self._stopped.wait(delay_s):
+            try:
+                recover_once(self.app)
+            except CeleryDeferError as exc:
+                logger.warning("recovery pass failed: %s", exc)
+            except Exception:
+                logger.exception("recovery pass failed")
+            delay_s = interval_s * random.uniform(0.9, 1.1)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker bootstep that runs the recovery pass; installed by ``create_defer``."""
+
+    label = "celery_defer recovery"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.thread: RecoveryThread | None = None
+
+    def start(self, parent: Any) -> None:
+        try:
+            read_settings(parent.app).require_redis_url()
+        except CeleryDeferError as exc:
+            logger.error("celery_defer recovery not started: %s", exc)
+            return
+        self.thread = RecoveryThread(parent.app)
+        self.thread.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread.join(timeout=5)
+            self.thread = None
+
+    shutdown = stop

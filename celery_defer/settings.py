@@ -1,0 +1,77 @@
+"""The ``defer_*`` settings read from ``app.conf`` (SPEC section 9)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from celery_defer.errors import ConfigurationError
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The library's settings for one Celery app, with defaults applied."""
+
+    redis_url: str | None
+    key_prefix: str = "celery_defer"
+    recovery_interval_s: float = 30.0
+    max_per_run: int = 1000
+    max_payload_bytes: int = 4 * 1024 * 1024
+    retry_base_delay_s: float = 1.0
+    retry_max_delay_s: float = 300.0
+    claim_lease_s: float = 60.0
+
+    def require_redis_url(self) -> str:
+        """Return the Redis URL, or explain which setting is missing."""
+        if not self.redis_url:
+            raise ConfigurationError(
+                "celery_defer needs Redis: set defer_redis_url (CELERY_DEFER_REDIS_URL with "
+                "Django settings); the broker URL is used only when it is a Redis URL",
+                key="defer_redis_url",
+            )
+        return self.redis_url
+
+
+def _lookup(conf: Any, name: str) -> Any:
+    # Plain Celery config, Django-style namespaced config, or upper-case keys.
+    for candidate in (name, name.upper(), f"CELERY_{name.upper()}"):
+        value = conf.get(candidate)
+        if value is not None:
+            return value
+    return None
+
+
+def _number(conf: Any, name: str, default: float, *, minimum: float) -> float:
+    value = _lookup(conf, name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigurationError(f"{name} must be a number >= {minimum}, got {value!r}", key=name)
+    return float(value)
+
+
+def read_settings(app: Celery) -> Settings:
+    """Read and check the ``defer_*`` settings of ``app``."""
+    conf = app.conf
+    redis_url = _lookup(conf, "defer_redis_url")
+    if redis_url is None:
+        broker = conf.broker_url or ""
+        if isinstance(broker, str) and broker.startswith(_REDIS_SCHEMES):
+            redis_url = broker
+    prefix = _lookup(conf, "defer_key_prefix") or "celery_defer"
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise ConfigurationError("defer_key_prefix must be a non-empty string", key="defer_key_prefix")
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        recovery_interval_s=_number(conf, "defer_recovery_interval", 30.0, minimum=0.1),
+        max_per_run=int(_number(conf, "defer_max_per_run", 1000, minimum=1)),
+        max_payload_bytes=int(_number(conf, "defer_max_payload_bytes", 4 * 1024 * 1024, minimum=2)),
+        retry_base_delay_s=_number(conf, "defer_retry_base_delay", 1.0, minimum=0.0),
+        retry_max_delay_s=_number(conf, "defer_retry_max_delay", 300.0, minimum=0.0),
+        claim_lease_s=_number(conf, "defer_claim_lease", 60.0, minimum=1.0),
+    )

@@ -1,0 +1,189 @@
+"""Redis state of celery_defer: the outbox of parent runs and the claims of deferred runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import redis
+from celery import Celery
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from celery_defer import keys
+from celery_defer.errors import StoreUnavailableError
+from celery_defer.records import DeferRecord, decode_outbox
+from celery_defer.settings import Settings, read_settings
+
+logger = logging.getLogger(__name__)
+
+#: How long after a run finalizes its defers wait for the finalizing hook before
+#: a recovery pass may send them instead.
+DISPATCH_GRACE_MS = 5_000
+
+
+def load_lua(name: str) -> str:
+    """Return the text of ``celery_defer/lua/<name>.lua``."""
+    return resources.files("celery_defer").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What a deferred run found when it tried to claim its run id."""
+
+    state: Literal["ok", "done", "busy"]
+    detail: str = ""
+
+    @property
+    def busy_for_s(self) -> float:
+        return max(int(self.detail or 0), 0) / 1000.0
+
+
+class RedisStore:
+    """The library's state for one Celery app, in one Redis database."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = keys.KeySpace(settings.key_prefix)
+        self._record = client.register_script(load_lua("outbox_record"))
+        self._finalize = client.register_script(load_lua("outbox_finalize"))
+        self._claim_due = client.register_script(load_lua("outbox_claim_due"))
+        self._run_claim = client.register_script(load_lua("run_claim"))
+        self._run_finish = client.register_script(load_lua("run_finish"))
+        self._run_renew = client.register_script(load_lua("run_renew"))
+
+    # -- parent runs: the outbox -------------------------------------------------
+
+    def recorded_ids(self, run_id: str) -> set[str]:
+        """Return the defer ids earlier attempts of ``run_id`` recorded."""
+        try:
+            fields = self.client.hkeys(self.keys.outbox(run_id))
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"reading the outbox of {run_id}: {exc}") from exc
+        return {field.decode("utf-8") for field in fields}
+
+    def record(self, run_id: str, records: list[DeferRecord], *, final: bool) -> list[DeferRecord]:
+        """Record an attempt's defers; when the run finalizes, return all of its records."""
+        argv: list[Any] = [run_id, keys.OUTBOX_TTL_S, "1" if final else "0", DISPATCH_GRACE_MS]
+        for record in records:
+            argv += (record.defer_id, record.encode())
+        try:
+            values = self._record(keys=[self.keys.outbox(run_id), self.keys.finalized()], args=argv)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"recording the defers of {run_id}: {exc}") from exc
+        return decode_outbox(values)
+
+    def finalize(self, run_id: str) -> list[DeferRecord]:
+        """Finalize a run that ended without its attempt returning; return its records."""
+        try:
+            values = self._finalize(
+                keys=[self.keys.outbox(run_id), self.keys.finalized()],
+                args=[run_id, DISPATCH_GRACE_MS],
+            )
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"finalizing {run_id}: {exc}") from exc
+        return decode_outbox(values)
+
+    def pending_records(self, run_id: str) -> list[DeferRecord]:
+        """Return what is recorded for ``run_id`` and not yet dispatched."""
+        try:
+            values = self.client.hvals(self.keys.outbox(run_id))
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"reading the outbox of {run_id}: {exc}") from exc
+        return decode_outbox(values)
+
+    def complete(self, run_id: str) -> None:
+        """Forget a run's outbox once every record of it was published."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.keys.outbox(run_id))
+            pipe.zrem(self.keys.finalized(), run_id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"completing the dispatch of {run_id}: {exc}") from exc
+
+    def claim_due(self, *, limit: int, lease_ms: int) -> list[str]:
+        """Take finalized runs whose dispatch is overdue (recovery)."""
+        try:
+            ids = self._claim_due(keys=[self.keys.finalized()], args=[limit, lease_ms])
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"looking for undispatched runs: {exc}") from exc
+        return [run_id.decode("utf-8") for run_id in ids]
+
+    # -- deferred runs: claims and outcomes --------------------------------------
+
+    def claim_run(self, run_id: str, holder: str, *, lease_ms: int) -> ClaimResult:
+        try:
+            reply = self._run_claim(
+                keys=[self.keys.claim(run_id), self.keys.done(run_id)], args=[holder, lease_ms]
+            )
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"claiming deferred run {run_id}: {exc}") from exc
+        state = reply[0].decode("ascii")
+        detail = reply[1].decode("utf-8") if len(reply) > 1 else ""
+        return ClaimResult(state, detail)  # type: ignore[arg-type]
+
+    def renew_run(self, run_id: str, holder: str, *, lease_ms: int) -> bool:
+        try:
+            return bool(self._run_renew(keys=[self.keys.claim(run_id)], args=[holder, lease_ms]))
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"renewing deferred run {run_id}: {exc}") from exc
+
+    def finish_run(self, run_id: str, holder: str, *, outcome: str) -> None:
+        """Release the claim; a non-empty ``outcome`` marks the run finalized."""
+        try:
+            self._run_finish(
+                keys=[self.keys.claim(run_id), self.keys.done(run_id)],
+                args=[holder, outcome, keys.DONE_TTL_S],
+            )
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"finishing deferred run {run_id}: {exc}") from exc
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of the operator counters; never fails the caller."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(self.keys.stats(), name, amount)
+            pipe.expire(self.keys.stats(), keys.DONE_TTL_S)
+            pipe.execute()
+        except redis.RedisError:
+            logger.warning("could not count %s", name, exc_info=True)
+
+    def counters(self) -> dict[str, int]:
+        """Return the operator counters (``dropped:<fn>:<reason>``, ``duplicate:<fn>``, ...)."""
+        raw = self.client.hgetall(self.keys.stats())
+        return {key.decode(): int(value) for key, value in raw.items()}
+
+
+_stores: dict[tuple[int, str, str], RedisStore] = {}
+_stores_lock = threading.Lock()
+
+
+def store_for(app: Celery) -> RedisStore:
+    """Return the :class:`RedisStore` of ``app`` (one client per app, URL and prefix).
+
+    Raises:
+        ConfigurationError: no Redis URL is configured.
+    """
+    settings = read_settings(app)
+    url = settings.require_redis_url()
+    cache_key = (id(app), url, settings.key_prefix)
+    store = _stores.get(cache_key)
+    if store is not None and store.settings == settings:
+        return store
+    with _stores_lock:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        store = RedisStore(client, settings)
+        _stores[cache_key] = store
+        return store
