@@ -61,8 +61,13 @@ class DeferTask(Task):  # type: ignore[misc]
             self._end_attempt(request, capture, final=True)
             raise
         except BaseException:
-            # The worker is going down mid-attempt; the run may come back.
-            self._end_attempt(request, capture, final=False)
+            # Terminated mid-attempt (revoke with terminate, a signal): the body never
+            # returned, so its defers are not kept; earlier attempts' still run.
+            if capture.records:
+                logger.info(
+                    "run %s interrupted; the %d defers of this attempt are dropped",
+                    capture.parent.run_id, len(capture.records),
+                )
             raise
         else:
             self._end_attempt(request, capture, final=True)

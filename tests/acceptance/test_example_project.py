@@ -1,0 +1,70 @@
+"""Acceptance: ``python -m example_project`` end to end, on an embedded Redis and a real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from example_project.plan import FUNCTIONS, expectations
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDERS = 20
+
+#: What 20 orders must produce, worked out by hand from the plan's rules
+#: (fail: every 7th, parent retry: 11th, bad address: every 5th,
+#: greylisted: every 4th with a good address, score retry: every 6th).
+BY_HAND = {
+    #              expected runs, retries, call-site skips
+    "send-email": (16, 4, 4),
+    "score-order": (20, 3, 0),
+    "audit-log": (20, 0, 0),
+}
+
+
+def _table_row(output: str, function: str) -> list[str]:
+    rows = [line.split() for line in output.splitlines() if line.startswith(f"{function} ")]
+    assert len(rows) == 1, f"no single {function!r} row in:\n{output}"
+    return rows[0]
+
+
+def test_the_plan_agrees_with_the_hand_count() -> None:
+    expected = expectations(ORDERS)
+    assert (expected.parents_succeeded, expected.parents_failed) == (18, 2)
+    assert expected.parent_retries == 1
+    for fn, (runs, retries, skips) in BY_HAND.items():
+        assert (expected.runs[fn], expected.retries[fn], expected.skips[fn]) == (
+            runs,
+            retries,
+            skips,
+        )
+
+
+@pytest.mark.acceptance
+@pytest.mark.timeout(300)
+def test_main_job_runs_every_expected_deferred_run_exactly_once() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    argv = [sys.executable, "-m", "example_project", "--orders", str(ORDERS), "--timeout", "90"]
+    proc = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    output = proc.stdout.replace("\r", "\n")
+    report = f"exit code {proc.returncode}\n--- stdout\n{output}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    assert "(embedded, started here)" in output, report
+    assert "parents finished: 18 (expected 18)" in output, report
+    assert "failed after deferring: 2 (expected 2)" in output, report
+    assert "retried: 1 (expected 1)" in output, report
+    for fn in FUNCTIONS:
+        runs, retries, skips = BY_HAND[fn]
+        cells = _table_row(output, fn)
+        # function expected completed missing extra dup retries skips p50 p95
+        assert cells[1:8] == [
+            str(runs), str(runs), "0", "0", "0", f"{retries}/{retries}", f"{skips}/{skips}"
+        ], report  # fmt: skip
+        assert all(cell.lstrip("-").isdigit() for cell in cells[8:10]), report
+    assert "RESULT: OK" in output, report
+    assert "worker stopped (exit code 0)" in output, report

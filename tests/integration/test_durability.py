@@ -1,0 +1,86 @@
+"""SPEC section 8: nothing lost, once, bounded state, under killed workers and re-sent messages."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from celery_defer.dispatch import publish
+from celery_defer.records import DeferRecord, ParentRef, deferred_run_id
+from celery_defer.store import store_for
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("acks_late", [False, True], ids=["acks_early", "acks_late"])
+def test_worker_killed_after_body_returned_still_runs_the_defer_once(
+    start_worker, app_module, seen, acks_late
+):
+    first = start_worker(acks_late=acks_late)
+    result = app_module.parent_killed.delay(7)
+    wait_for(lambda: seen("killing"))
+    wait_for(lambda: not first.alive())
+    assert [r for r in seen("run")] == []  # killed before dispatch
+
+    start_worker(acks_late=acks_late)  # its recovery pass (and, with acks_late, redelivery)
+    runs = wait_for(lambda: seen("run"), timeout_s=30)
+    # Leave time for redelivery, recovery and any duplicate to show up.
+    time.sleep(6)
+    runs = seen("run")
+    assert [(r["defer_id"], r["parent"]) for r in runs] == [("after-kill", result.id)]
+
+
+def test_a_re_sent_deferred_message_is_acknowledged_without_running(
+    start_worker, app_module, seen, redis_url
+):
+    start_worker()
+    result = app_module.parent.delay({"defers": {"once": {}}})
+    wait_for(lambda: seen("run"))
+    record = DeferRecord(
+        defer_id="once",
+        task_name="celery_defer.fn.recorder",
+        function_id="recorder",
+        data_json="{}",
+        ts_ms=0,
+        parent=ParentRef(result.id, result.id, "tests.integration.workerapp.parent"),
+    )
+    publish(app_module.app, [record, record])  # two more copies, as a redelivery would
+    store = store_for(app_module.app)
+    wait_for(lambda: store.counters().get("duplicate:recorder") == 2)
+    assert len(seen("run")) == 1
+
+
+def test_recovery_pass_sends_a_finalized_outbox_nobody_dispatched(
+    start_worker, app_module, seen
+):
+    store = store_for(app_module.app)
+    parent = ParentRef("orphan-run", "orphan-run", "some.task")
+    record = DeferRecord("left", "celery_defer.fn.recorder", "recorder", '{"k":1}', 1, parent)
+    # What a worker leaves when it dies between recording and dispatch.
+    assert store.record("orphan-run", [record], final=True) == [record]
+    start_worker()
+    runs = wait_for(lambda: seen("run"), timeout_s=20)
+    assert runs[0]["run_id"] == deferred_run_id("orphan-run", "left")
+    assert runs[0]["data"] == {"k": 1}
+    wait_for(lambda: not store.client.exists(store.keys.outbox("orphan-run")))
+    assert store.client.zcard(store.keys.finalized()) == 0
+
+
+def test_every_key_the_library_writes_has_a_ttl_or_is_gone(start_worker, app_module, seen, redis_url):
+    start_worker()
+    results = [
+        app_module.parent.delay({"defers": {"a": {}}, "per_attempt": {"p": {}}, "retries": 1}),
+        app_module.parent.delay({"defers": {"b": {"fail_times": 1}}, "fail": True}),
+    ]
+    wait_for(lambda: len(seen("run")) == 5)  # a, p-0, p-1; b twice (one retry)
+    client = redis.Redis.from_url(f"{redis_url}/2")
+    time.sleep(0.5)
+    keys = client.keys("celery_defer:*")
+    assert keys, "the library wrote no state at all?"
+    without_ttl = [key for key in keys if client.ttl(key) < 0]
+    assert without_ttl == []
+    assert not any(b":outbox:" in key for key in keys)  # dispatched outboxes are deleted
+    assert all(r.id for r in results)

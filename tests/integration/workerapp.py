@@ -1,0 +1,137 @@
+"""The Celery app that integration tests run in real worker processes.
+
+Configured from the environment so the test process and its workers agree:
+``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import redis
+from celery import Celery, current_task
+
+from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_defer, defer
+
+REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
+ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
+
+app = Celery("workerapp", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1", task_cls=DeferTask)
+app.conf.update(
+    defer_redis_url=f"{REDIS_URL}/2",
+    defer_recovery_interval=1,
+    defer_retry_base_delay=0.05,
+    defer_retry_max_delay=0.2,
+    task_acks_late=ACKS_LATE,
+    task_reject_on_worker_lost=False,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": 3},
+    result_extended=True,
+    broker_connection_retry_on_startup=True,
+)
+
+_state = redis.Redis.from_url(f"{REDIS_URL}/3")
+
+
+def seen(kind: str, **fields: Any) -> None:
+    """Record what happened, for the test process to read (list ``seen``)."""
+    _state.rpush("seen", json.dumps({"kind": kind, "t": time.time(), **fields}))
+
+
+def record_run(ctx: Any) -> None:
+    data = ctx.event.data if isinstance(ctx.event.data, dict) else ctx.event.data.model_dump()
+    seen(
+        "run",
+        defer_id=ctx.parents[0].defer_id,
+        parent=ctx.parents[0].run_id,
+        run_id=ctx.run_id,
+        attempt=ctx.attempt,
+        data=data,
+    )
+    if data.get("fail_times", 0) > ctx.attempt:
+        raise RuntimeError(f"planned failure {ctx.attempt}")
+    if data.get("non_retriable"):
+        raise NonRetriableError("planned")
+    if data.get("retry_after") and ctx.attempt == 0:
+        raise RetryAfterError(data["retry_after"])
+    if data.get("sleep"):
+        time.sleep(data["sleep"])
+
+
+recorder = create_defer(app, {"id": "recorder", "retries": 2}, record_run)
+parked = create_defer(app, {"id": "parked", "queue": "parked", "priority": {"run": 3}}, record_run)
+
+
+def reject_in_worker(data: dict[str, Any]) -> dict[str, Any]:
+    """Accepts at the call site, rejects in the receiver: a receiver-side schema failure."""
+    receiving = current_task is not None and current_task.name == "celery_defer.fn.picky"
+    if receiving and data.get("reject_in_worker"):
+        raise ValueError("rejected by the receiver")
+    return data
+
+
+picky = create_defer(app, {"id": "picky", "schema": reject_in_worker, "retries": 1}, record_run)
+
+
+@create_defer(app, {"id": "nester"})
+async def nester(ctx: Any) -> None:
+    record_run(ctx)
+    ctx.defer("child", function=recorder, data={"from": ctx.run_id})
+
+
+@app.task(bind=True)
+def parent(self: DeferTask, plan: dict[str, Any]) -> str:
+    """Defers what ``plan`` says, per attempt, then succeeds, retries or fails."""
+    attempt = self.request.retries
+    for defer_id, data in plan.get("defers", {}).items():
+        defer(defer_id, function=recorder, data=data)
+    for defer_id, data in plan.get("per_attempt", {}).items():
+        defer(f"{defer_id}-{attempt}", function=recorder, data=data)
+    for defer_id, data in plan.get("parked", {}).items():
+        defer(defer_id, function=parked, data=data)
+    if plan.get("same_id"):
+        defer("same", function=recorder, data={"attempt": attempt})
+    if plan.get("picky"):
+        defer("picky", function=picky, data={"reject_in_worker": True})
+    if plan.get("nest"):
+        defer("nest", function=nester, data={})
+    seen("parent", run_id=self.request.id, attempt=attempt)
+    if attempt < plan.get("retries", 0):
+        raise self.retry(countdown=0.05, max_retries=5)
+    if plan.get("sleep_on_attempt") == attempt:
+        time.sleep(plan.get("sleep", 30))
+    if plan.get("fail"):
+        raise ValueError("planned parent failure")
+    return "ok"
+
+
+class KillAfterBody(DeferTask):
+    """Kills its whole worker once, after the body returned and before dispatch."""
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        if _state.set("killed-once", 1, nx=True):
+            seen("killing", pid=os.getpid())
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        super().after_return(*args, **kwargs)
+
+
+@app.task(bind=True, base=KillAfterBody)
+def parent_killed(self: DeferTask, n: int) -> int:
+    defer("after-kill", function=recorder, data={"n": n})
+    seen("parent", run_id=self.request.id, attempt=self.request.retries)
+    return n
+
+
+@app.task(bind=True, time_limit=1.5)
+def parent_time_limit(self: DeferTask) -> None:
+    """Attempt 0 defers and retries; attempt 1 is killed by the hard time limit."""
+    if self.request.retries == 0:
+        defer("before-limit", function=recorder, data={})
+        raise self.retry(countdown=0.05)
+    defer("lost-with-attempt", function=recorder, data={})
+    seen("parent", run_id=self.request.id, attempt=self.request.retries)
+    time.sleep(10)
