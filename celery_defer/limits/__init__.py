@@ -15,12 +15,18 @@ and answers ``guard.check(key, holder=run_id) -> Decision``, where
   call ``check`` again with the same ``holder``;
 - ``"drop"``: never start it; log ``decision.reason`` and count it.
 
-Check guards in a fixed order and stop at the first that does not proceed. A
-guard that holds something (``guard.lease_s is not None``: concurrency and
-singleton) must, after a later guard said ``wait`` or ``drop``, be released
-again, and after the run must be released with ``guard.release(key,
-holder=run_id, run_s=duration)``. Backend calls raise
-``StoreUnavailableError`` when Redis is down.
+Order and re-checks. Check guards in a fixed order and stop at the first that
+does not proceed; a suggested order is debounce, idempotency, rate_limit,
+singleton, concurrency, throttle (throttle last, so a recorded start is a real
+start). A guard that said ``proceed`` consumed something (a rate-limit hit, the
+debounce state, a throttle start), so do not check it again for that run: carry
+the kinds already passed with the re-scheduled run. The exception is guards that
+hold something while the run executes (``guard.lease_s is not None``:
+concurrency and singleton): when a later guard says ``wait`` or ``drop``,
+``release`` them (a waiting run must not sit on a slot) and check them again
+next time. After the run, release them with ``guard.release(key,
+holder=run_id, run_s=duration)``. Backend calls raise ``StoreUnavailableError``
+when Redis cannot be reached.
 
 Per guard:
 

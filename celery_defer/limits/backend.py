@@ -120,9 +120,7 @@ class LimitBackend(abc.ABC):
         """Claim ``key`` for ``ttl_ms`` if nobody has; the same ``holder`` may claim again."""
 
     @abc.abstractmethod
-    def singleton_acquire(
-        self, key: str, holder: str, lease_ms: int, mode: SingletonMode
-    ) -> SingletonResult:
+    def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         """Take the lock if free (``skip``) or in any case (``cancel``)."""
 
     @abc.abstractmethod

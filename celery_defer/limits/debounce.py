@@ -22,9 +22,7 @@ class Debounce(Guard):
 
     kind = "debounce"
 
-    def __init__(
-        self, backend: LimitBackend, *, period_s: float, timeout_s: float | None = None
-    ) -> None:
+    def __init__(self, backend: LimitBackend, *, period_s: float, timeout_s: float | None = None) -> None:
         super().__init__(backend)
         require_positive("period_s", period_s)
         if timeout_s is not None:
@@ -37,9 +35,7 @@ class Debounce(Guard):
 
     def push(self, key: str, *, event_id: str, payload: str) -> float:
         """Make this event the latest of the key; return seconds until it should check back."""
-        wait_ms = self.backend.debounce_push(
-            key, event_id, payload, to_ms(self.period_s), self._timeout_ms()
-        )
+        wait_ms = self.backend.debounce_push(key, event_id, payload, to_ms(self.period_s), self._timeout_ms())
         return wait_ms / 1000
 
     def check(self, key: str, *, holder: str) -> Decision:

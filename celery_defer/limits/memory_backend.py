@@ -10,6 +10,7 @@ import itertools
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,7 +62,7 @@ class MemoryLimitBackend(LimitBackend):
         self._waiters: dict[str, dict[str, _Waiter]] = {}
         self._avg: dict[str, float] = {}
         self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expiry ms)
-        self._hits: dict[str, list[float]] = {}
+        self._hits: dict[str, deque[float]] = {}
         self._debounce: dict[str, _Debounced] = {}
 
     def _get(self, key: str, now: float) -> str | None:
@@ -128,8 +129,9 @@ class MemoryLimitBackend(LimitBackend):
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         with self._lock:
             now = self._clock_ms()
-            hits = [t for t in self._hits.get(key, []) if t > now - period_ms]
-            self._hits[key] = hits
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - period_ms:
+                hits.popleft()
             if len(hits) >= limit:
                 return False
             hits.append(now)
@@ -144,9 +146,7 @@ class MemoryLimitBackend(LimitBackend):
                 return True
             return bool(holder) and current == holder
 
-    def singleton_acquire(
-        self, key: str, holder: str, lease_ms: int, mode: SingletonMode
-    ) -> SingletonResult:
+    def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         with self._lock:
             now = self._clock_ms()
             other = self._get(key, now)

@@ -106,9 +106,7 @@ class RedisLimitBackend(LimitBackend):
     def claim_once(self, key: str, ttl_ms: int, holder: str | None = None) -> bool:
         return bool(self._call("idempotency_claim", (key,), (holder or "", ttl_ms)))
 
-    def singleton_acquire(
-        self, key: str, holder: str, lease_ms: int, mode: SingletonMode
-    ) -> SingletonResult:
+    def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         acquired, other = self._call("singleton_acquire", (key,), (holder, lease_ms, mode))
         return SingletonResult(acquired=bool(acquired), previous_holder=_text(other))
 
@@ -127,9 +125,7 @@ class RedisLimitBackend(LimitBackend):
     def debounce_take(
         self, key: str, event_id: str, period_ms: int, timeout_ms: int | None
     ) -> DebounceResult:
-        state, payload, wait_ms = self._call(
-            "debounce_take", (key,), (event_id, period_ms, _opt(timeout_ms))
-        )
+        state, payload, wait_ms = self._call("debounce_take", (key,), (event_id, period_ms, _opt(timeout_ms)))
         return DebounceResult(
             state=cast(DebounceState, _text(state)), payload=_text(payload), wait_ms=int(wait_ms)
         )

@@ -20,9 +20,7 @@ class Singleton(Guard):
     kind = "singleton"
     lease_s: float
 
-    def __init__(
-        self, backend: LimitBackend, *, mode: SingletonMode = "skip", lease_s: float = 60.0
-    ) -> None:
+    def __init__(self, backend: LimitBackend, *, mode: SingletonMode = "skip", lease_s: float = 60.0) -> None:
         super().__init__(backend)
         if mode not in ("skip", "cancel"):
             raise ValueError(f"mode must be 'skip' or 'cancel', got {mode!r}")

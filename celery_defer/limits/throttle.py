@@ -18,9 +18,7 @@ class Throttle(Guard):
 
     kind = "throttle"
 
-    def __init__(
-        self, backend: LimitBackend, *, limit: int, period_s: float, burst: int = 1
-    ) -> None:
+    def __init__(self, backend: LimitBackend, *, limit: int, period_s: float, burst: int = 1) -> None:
         super().__init__(backend)
         for name, value in (("limit", limit), ("period_s", period_s), ("burst", burst)):
             require_positive(name, value)

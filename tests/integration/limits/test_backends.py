@@ -56,9 +56,7 @@ def test_concurrency_same_holder_acquires_once(backend: LimitBackend) -> None:
     assert not acquire(backend, "b")
 
 
-def test_concurrency_older_waiter_goes_before_newcomer(
-    backend: LimitBackend, elapse: Elapse
-) -> None:
+def test_concurrency_older_waiter_goes_before_newcomer(backend: LimitBackend, elapse: Elapse) -> None:
     assert acquire(backend, "a")
     assert not acquire(backend, "old")
     elapse(5)
@@ -162,9 +160,7 @@ def test_throttle_burst(backend: LimitBackend, elapse: Elapse, exact: bool) -> N
     assert backend.throttle_take(KEY, 5, 2000, 3) > 0
 
 
-def test_throttle_spaces_retrying_callers(
-    backend: LimitBackend, elapse: Elapse, exact: bool
-) -> None:
+def test_throttle_spaces_retrying_callers(backend: LimitBackend, elapse: Elapse, exact: bool) -> None:
     interval = 400 if exact else 100
     limit, period = 5, 5 * interval
     next_try = [0.0] * (20 if exact else 8)
