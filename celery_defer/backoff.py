@@ -14,7 +14,7 @@ def backoff_delay_s(attempt: int, *, base_s: float, max_s: float) -> float:
     The jitter keeps half the delay and randomises the other half, so retries of
     runs that failed together spread out instead of hitting a dependency at once.
     """
-    ceiling = min(max_s, base_s * (2 ** min(attempt, 30)))
+    ceiling = min(max_s, base_s * float(2 ** min(attempt, 30)))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

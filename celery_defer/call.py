@@ -45,8 +45,7 @@ def defer(id: str, *, function: Any, data: Mapping[str, Any] | BaseModel | None 
     try:
         if capture is None:
             raise _Skip(
-                "called outside a parent run: call it while a task whose base is "
-                "celery_defer.DeferTask runs"
+                "called outside a parent run: call it while a task whose base is celery_defer.DeferTask runs"
             )
         record = _build_record(capture, id, function, data)
     except _Skip as skip:
@@ -57,13 +56,11 @@ def defer(id: str, *, function: Any, data: Mapping[str, Any] | BaseModel | None 
         logger.error("defer(%r) skipped: unexpected error", id, exc_info=True)
         return
     if record is not None:
-        capture.records.append(record)  # type: ignore[union-attr]
-        capture.ids.add(record.defer_id)  # type: ignore[union-attr]
+        capture.records.append(record)
+        capture.ids.add(record.defer_id)
 
 
-def _build_record(
-    capture: RunCapture, defer_id: object, function: Any, data: object
-) -> DeferRecord | None:
+def _build_record(capture: RunCapture, defer_id: object, function: Any, data: object) -> DeferRecord | None:
     if not isinstance(defer_id, str):
         raise _Skip(f"the id must be a str, got {type(defer_id).__name__}")
     if not defer_id:
@@ -78,8 +75,7 @@ def _build_record(
         return None
     if defer_id in capture.ids:
         logger.warning(
-            "defer(%r) skipped in run %s: the id was already used in this run; "
-            "the first call's data is kept",
+            "defer(%r) skipped in run %s: the id was already used in this run; the first call's data is kept",
             defer_id,
             capture.parent.run_id,
         )

@@ -162,9 +162,7 @@ def validate_config(config: object) -> FunctionOptions:
         ConfigurationError: naming the first key at fault.
     """
     if not isinstance(config, Mapping):
-        raise ConfigurationError(
-            f"config must be a dict, got {type(config).__name__}", key="config"
-        )
+        raise ConfigurationError(f"config must be a dict, got {type(config).__name__}", key="config")
     _check_keys(config)
     fn_id = config.get("id")
     if not isinstance(fn_id, str) or not _ID_RE.match(fn_id):

@@ -78,12 +78,20 @@ def run_eagerly(app: Celery, records: Sequence[DeferRecord]) -> None:
         if task is None:
             logger.error(
                 "deferred run %s of %r not started: no task %r is registered on %r",
-                record.run_id, record.defer_id, record.task_name, app.main,
+                record.run_id,
+                record.defer_id,
+                record.task_name,
+                app.main,
             )
             continue
-        task.apply(
-            kwargs=message_kwargs(record, enqueued_ms=enqueued_ms),
-            task_id=record.run_id,
-            throw=False,
-            priority=record.priority,
-        )
+        try:
+            task.apply(
+                kwargs=message_kwargs(record, enqueued_ms=enqueued_ms),
+                task_id=record.run_id,
+                throw=False,
+                priority=record.priority,
+            )
+        except Exception:
+            # Celery re-raises a retried eager run's last error under
+            # task_eager_propagates; the parent must not see it.
+            logger.error("deferred run %s failed", record.run_id, exc_info=True)

@@ -29,9 +29,7 @@ def parse_duration_s(value: object) -> float:
     elif isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match is None:
-            raise ValueError(
-                f"expected a duration such as '500ms', '10s', '5m', '1h' or '1d', got {value!r}"
-            )
+            raise ValueError(f"expected a duration such as '500ms', '10s', '5m', '1h' or '1d', got {value!r}")
         seconds = float(match.group(1)) * _UNITS_S[match.group(2)]
     else:
         raise ValueError(f"expected a duration, got {type(value).__name__}")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
 from celery_defer.backoff import backoff_delay_s, retry_after_delay_s
 from celery_defer.call import defer
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 _HOST = socket.gethostname()
 
 
-class DuplicateRun(Ignore):
+class DuplicateRun(Ignore):  # type: ignore[misc]
     """A copy of a deferred run that already finalized: acknowledged, not run."""
 
 
@@ -73,7 +73,9 @@ class DeferredFunction(DeferTask):
         if claim.state == "done":
             logger.info(
                 "deferred run %s of %r is a copy of a run that already %s; acknowledged",
-                run_id, options.id, claim.detail,
+                run_id,
+                options.id,
+                claim.detail,
             )
             store.count(f"duplicate:{options.id}")
             raise DuplicateRun(f"already {claim.detail}")
@@ -134,13 +136,17 @@ class DeferredFunction(DeferTask):
                 raise
             logger.info(
                 "deferred run %s of %r failed (attempt %d), retrying in %.2fs: %r",
-                run_id, options.id, attempt, delay_s, exc,
+                run_id,
+                options.id,
+                attempt,
+                delay_s,
+                exc,
             )
+            retry_kwargs = {"event": event, "parent": parent, "started_ms": started_ms}
+            if self.request.is_eager:
+                raise self._eager_retry(exc, delay_s, retry_kwargs) from exc
             raise self.retry(
-                exc=exc,
-                countdown=delay_s,
-                max_retries=options.retries,
-                kwargs={"event": event, "parent": parent, "started_ms": started_ms},
+                exc=exc, countdown=delay_s, max_retries=options.retries, kwargs=retry_kwargs
             ) from exc
         if claim is not None:
             claim[0].finish_run(run_id, claim[1], outcome="succeeded")
@@ -158,9 +164,17 @@ class DeferredFunction(DeferTask):
             except ValueError:
                 logger.error("RetryAfterError delay %r is not a duration; using backoff", exc.delay)
         settings = read_settings(self.app)
-        return backoff_delay_s(
-            attempt, base_s=settings.retry_base_delay_s, max_s=settings.retry_max_delay_s
+        return backoff_delay_s(attempt, base_s=settings.retry_base_delay_s, max_s=settings.retry_max_delay_s)
+
+    def _eager_retry(self, exc: Exception, delay_s: float, kwargs: dict[str, Any]) -> Retry:
+        # Task.retry makes the next eager attempt propagate its errors under
+        # task_eager_propagates, which would end the retries early; the next
+        # attempt of an in-process run keeps throw=False instead.
+        request = self.request
+        signature = self.signature_from_request(
+            request, None, kwargs, countdown=delay_s, retries=request.retries + 1, throw=False
         )
+        return Retry(exc=exc, when=delay_s, is_eager=True, sig=signature)
 
     def requeue(self, *, delay_s: float, reason: str) -> None:
         """Put this run back on the queue after ``delay_s``, spending no retry.

@@ -65,7 +65,9 @@ def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
         if final:
             logger.error(
                 "run %s: could not record defers %s (%s); sending them without the outbox",
-                run_id, ids, exc,
+                run_id,
+                ids,
+                exc,
             )
             return list(capture.records)
         logger.error("run %s: defers %s lost: could not record them: %s", run_id, ids, exc)
@@ -85,7 +87,9 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
     except Exception:
         logger.error(
             "run %s: sending %d deferred runs failed; the recovery pass will send them",
-            run_id, len(records), exc_info=True,
+            run_id,
+            len(records),
+            exc_info=True,
         )
         return
     try:

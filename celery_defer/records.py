@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,11 +90,12 @@ class DeferRecord:
         )
 
 
-def decode_outbox(values: list[bytes]) -> list[DeferRecord]:
+def decode_outbox(values: Sequence[bytes | str]) -> list[DeferRecord]:
     """Decode the outbox values (``b"seq|record"``) in the order they were recorded."""
-    ordered: list[tuple[int, bytes]] = []
+    ordered: list[tuple[int, str]] = []
     for value in values:
-        seq, _, raw = value.partition(b"|")
+        text = value.decode("utf-8") if isinstance(value, bytes) else value
+        seq, _, raw = text.partition("|")
         ordered.append((int(seq), raw))
     ordered.sort(key=lambda pair: pair[0])
     return [DeferRecord.decode(raw) for _, raw in ordered]

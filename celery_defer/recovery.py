@@ -37,7 +37,8 @@ def recover_once(app: Celery) -> int:
                 publish(app, records)
                 logger.warning(
                     "recovered run %s: sent %d deferred runs its worker left unsent",
-                    run_id, len(records),
+                    run_id,
+                    len(records),
                 )
             store.complete(run_id)
             sent += 1

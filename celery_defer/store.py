@@ -27,7 +27,7 @@ DISPATCH_GRACE_MS = 5_000
 
 def load_lua(name: str) -> str:
     """Return the text of ``celery_defer/lua/<name>.lua``."""
-    return resources.files("celery_defer").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return (resources.files("celery_defer") / "lua" / f"{name}.lua").read_text("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class RedisStore:
             fields = self.client.hkeys(self.keys.outbox(run_id))
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"reading the outbox of {run_id}: {exc}") from exc
-        return {field.decode("utf-8") for field in fields}
+        return {_text(field) for field in fields}
 
     def record(self, run_id: str, records: list[DeferRecord], *, final: bool) -> list[DeferRecord]:
         """Record an attempt's defers; when the run finalizes, return all of its records."""
@@ -94,7 +94,7 @@ class RedisStore:
             values = self.client.hvals(self.keys.outbox(run_id))
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"reading the outbox of {run_id}: {exc}") from exc
-        return decode_outbox(values)
+        return decode_outbox(list(values))
 
     def complete(self, run_id: str) -> None:
         """Forget a run's outbox once every record of it was published."""
@@ -123,8 +123,8 @@ class RedisStore:
             )
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"claiming deferred run {run_id}: {exc}") from exc
-        state = reply[0].decode("ascii")
-        detail = reply[1].decode("utf-8") if len(reply) > 1 else ""
+        state = _text(reply[0])
+        detail = _text(reply[1]) if len(reply) > 1 else ""
         return ClaimResult(state, detail)  # type: ignore[arg-type]
 
     def renew_run(self, run_id: str, holder: str, *, lease_ms: int) -> bool:
@@ -156,7 +156,11 @@ class RedisStore:
     def counters(self) -> dict[str, int]:
         """Return the operator counters (``dropped:<fn>:<reason>``, ``duplicate:<fn>``, ...)."""
         raw = self.client.hgetall(self.keys.stats())
-        return {key.decode(): int(value) for key, value in raw.items()}
+        return {_text(key): int(value) for key, value in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 _stores: dict[tuple[int, str, str], RedisStore] = {}

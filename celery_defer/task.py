@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 _FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE})
 
 
-class Requeued(Ignore):
+class Requeued(Ignore):  # type: ignore[misc]
     """The attempt put its message back on the queue for later; the run goes on."""
 
 
@@ -66,7 +66,8 @@ class DeferTask(Task):  # type: ignore[misc]
             if capture.records:
                 logger.info(
                     "run %s interrupted; the %d defers of this attempt are dropped",
-                    capture.parent.run_id, len(capture.records),
+                    capture.parent.run_id,
+                    len(capture.records),
                 )
             raise
         else:
@@ -75,9 +76,7 @@ class DeferTask(Task):  # type: ignore[misc]
         finally:
             current_capture.reset(token)
 
-    def _end_attempt(
-        self, request: Any, capture: RunCapture, *, final: bool, now: bool = False
-    ) -> None:
+    def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
         records = end_attempt(capture, final=final)
         if now:
             dispatch(self.app, capture.parent.run_id, records, eager=capture.eager)

@@ -49,13 +49,31 @@ class Worker:
             "PYTHONPATH": str(ROOT),
         }
         argv = [
-            sys.executable, "-m", "celery", "-A", "tests.integration.workerapp", "worker",
-            "-l", "info", "-c", str(concurrency), "-Q", queues, "-n", f"w{time.monotonic_ns()}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integration.workerapp",
+            "worker",
+            "-l",
+            "info",
+            "-c",
+            str(concurrency),
+            "-Q",
+            queues,
+            "-n",
+            f"w{time.monotonic_ns()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         ]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         wait_for(lambda: "ready." in self.log() or self.process.poll() is not None, timeout_s=30)
@@ -91,9 +109,7 @@ def app_module(redis_server: RedisServer) -> ModuleType:
 
 
 @pytest.fixture
-def start_worker(
-    redis_url: str, app_module: ModuleType
-) -> Iterator[Callable[..., Worker]]:
+def start_worker(redis_url: str, app_module: ModuleType) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
     def start(*, acks_late: bool = False, queues: str = "celery", concurrency: int = 2) -> Worker:

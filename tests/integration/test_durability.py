@@ -53,9 +53,7 @@ def test_a_re_sent_deferred_message_is_acknowledged_without_running(
     assert len(seen("run")) == 1
 
 
-def test_recovery_pass_sends_a_finalized_outbox_nobody_dispatched(
-    start_worker, app_module, seen
-):
+def test_recovery_pass_sends_a_finalized_outbox_nobody_dispatched(start_worker, app_module, seen):
     store = store_for(app_module.app)
     parent = ParentRef("orphan-run", "orphan-run", "some.task")
     record = DeferRecord("left", "celery_defer.fn.recorder", "recorder", '{"k":1}', 1, parent)

@@ -68,7 +68,7 @@ def test_revoke_terminate_runs_what_earlier_attempts_recorded(start_worker, app_
     result = app_module.parent.delay(plan)
     wait_for(lambda: any(p["run_id"] == result.id and p["attempt"] == 1 for p in seen("parent")))
     result.revoke(terminate=True)
-    runs = wait_for(lambda: len(runs_of(seen, result.id)) >= 2 and runs_of(seen, result.id))
+    wait_for(lambda: len(runs_of(seen, result.id)) >= 2 and runs_of(seen, result.id))
     time.sleep(1.0)
     # p-1 was made by the attempt that never returned: it was never recorded.
     assert sorted(r["defer_id"] for r in runs_of(seen, result.id)) == ["keep", "p-0"]
@@ -77,7 +77,7 @@ def test_revoke_terminate_runs_what_earlier_attempts_recorded(start_worker, app_
 def test_hard_time_limit_runs_what_earlier_attempts_recorded(start_worker, app_module, seen):
     start_worker()
     result = app_module.parent_time_limit.delay()
-    runs = wait_for(lambda: runs_of(seen, result.id), timeout_s=30)
+    wait_for(lambda: runs_of(seen, result.id), timeout_s=30)
     time.sleep(1.0)
     assert [r["defer_id"] for r in runs_of(seen, result.id)] == ["before-limit"]
 

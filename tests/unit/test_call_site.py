@@ -1,0 +1,184 @@
+"""SPEC section 4 and 5: the rules of a defer() call, each one as the caller sees it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from typing_extensions import TypedDict
+
+from celery_defer import create_defer, defer
+
+
+class Email(BaseModel):
+    to: str
+    body: str
+
+
+def run_parent(app: Any, body: Any) -> Any:
+    """Run ``body`` as the body of a parent task, eagerly; return the parent's result."""
+
+    def parent_body(self: Any) -> Any:
+        return body() or "done"
+
+    task = app.task(name=f"parent.{id(body)}", bind=True, lazy=False, shared=False)(parent_body)
+    return task.apply().get()
+
+
+def skipped(caplog: pytest.LogCaptureFixture, level: int = logging.ERROR) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "celery_defer" and r.levelno == level]
+
+
+def test_outside_a_parent_run_it_logs_and_returns_none(make_fn, recorder, caplog):
+    fn = make_fn()
+    assert defer("x", function=fn, data={}) is None
+    assert "called outside a parent run" in skipped(caplog)[0]
+    assert recorder.calls == []
+
+
+@pytest.mark.parametrize(
+    ("defer_id", "reason"),
+    [
+        ("", "the id is empty"),
+        (42, "must be a str"),
+        ("a\nb", "control characters"),
+        ("tab\there", "control characters"),
+    ],
+)
+def test_bad_ids_are_skipped(app, make_fn, recorder, caplog, defer_id, reason):
+    fn = make_fn()
+    assert run_parent(app, lambda: defer(defer_id, function=fn, data={})) == "done"
+    assert reason in skipped(caplog)[0]
+    assert recorder.calls == []
+
+
+def test_a_function_not_made_by_create_defer_is_skipped(app, caplog):
+    def plain_task() -> None: ...
+
+    plain = app.task(name="plain", lazy=False, shared=False)(plain_task)
+    assert run_parent(app, lambda: defer("x", function=plain, data={})) == "done"
+    assert "not made by celery_defer.create_defer" in skipped(caplog)[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ([1, 2], "must be a JSON object"),
+        ("text", "must be a JSON object"),
+        ({"when": object()}, "not JSON-serialisable"),
+        ({"x": float("nan")}, "not JSON-serialisable"),
+    ],
+)
+def test_data_that_is_not_a_json_object_is_skipped(app, make_fn, recorder, caplog, data, reason):
+    fn = make_fn()
+    run_parent(app, lambda: defer("x", function=fn, data=data))
+    assert reason in skipped(caplog)[0]
+    assert recorder.calls == []
+
+
+def test_data_failing_the_schema_is_skipped_and_the_parent_goes_on(app, make_fn, recorder, caplog):
+    fn = make_fn(schema=Email)
+
+    def body() -> str:
+        defer("bad", function=fn, data={"to": 1})
+        defer("good", function=fn, data={"to": "a@b.c", "body": "hi"})
+        return "parent finished"
+
+    assert run_parent(app, body) == "parent finished"
+    assert "data failed the schema of 'rec'" in skipped(caplog)[0]
+    assert recorder.ids == ["good"]
+    assert recorder.calls[0].event.data == Email(to="a@b.c", body="hi")
+
+
+def test_an_async_schema_is_skipped_at_the_call_site(app, make_fn, recorder, caplog):
+    async def validate(data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    fn = make_fn(schema=validate)
+    run_parent(app, lambda: defer("x", function=fn, data={}))
+    assert "cannot validate synchronously" in skipped(caplog)[0]
+    assert recorder.calls == []
+
+
+def test_data_over_the_size_limit_is_skipped(app, make_fn, recorder, caplog):
+    app.conf.defer_max_payload_bytes = 100
+    fn = make_fn()
+
+    def body() -> None:
+        defer("big", function=fn, data={"x": "y" * 200})
+        defer("small", function=fn, data={"x": "y"})
+
+    run_parent(app, body)
+    assert "over the limit of 100" in skipped(caplog)[0]
+    assert recorder.ids == ["small"]
+
+
+def test_more_defers_than_the_limit_are_skipped(app, make_fn, recorder, caplog):
+    app.conf.defer_max_per_run = 3
+    fn = make_fn()
+    run_parent(app, lambda: [defer(f"d{i}", function=fn, data={}) for i in range(5)] and None)
+    assert recorder.ids == ["d0", "d1", "d2"]
+    assert len(skipped(caplog)) == 2
+    assert "defer_max_per_run" in skipped(caplog)[0]
+
+
+def test_a_repeated_id_keeps_the_first_data_with_a_warning(app, make_fn, recorder, caplog):
+    fn = make_fn()
+
+    def body() -> None:
+        defer("same", function=fn, data={"n": 1})
+        defer("same", function=fn, data={"n": 2})
+
+    run_parent(app, body)
+    assert [ctx.event.data for ctx in recorder.calls] == [{"n": 1}]
+    assert "already used in this run" in skipped(caplog, logging.WARNING)[0]
+
+
+def test_data_is_a_snapshot_taken_at_the_call(app, make_fn, recorder):
+    fn = make_fn()
+
+    def body() -> None:
+        data = {"items": [1]}
+        defer("snap", function=fn, data=data)
+        data["items"].append(2)
+        data["late"] = True
+
+    run_parent(app, body)
+    assert recorder.calls[0].event.data == {"items": [1]}
+
+
+def test_pydantic_models_typed_dicts_dataclasses_and_callables_are_schemas(app, recorder):
+    class Point(TypedDict):
+        x: int
+
+    @dataclasses.dataclass
+    class Box:
+        w: int
+
+    def upper(data: dict[str, Any]) -> dict[str, Any]:
+        return {"s": str(data["s"]).upper()}
+
+    by_model = create_defer(app, {"id": "m", "schema": Email}, recorder)
+    by_typed_dict = create_defer(app, {"id": "t", "schema": Point}, recorder)
+    by_dataclass = create_defer(app, {"id": "d", "schema": Box}, recorder)
+    by_callable = create_defer(app, {"id": "c", "schema": upper}, recorder)
+
+    def body() -> None:
+        defer("m", function=by_model, data=Email(to="x", body="y"))
+        defer("t", function=by_typed_dict, data={"x": "3"})
+        defer("d", function=by_dataclass, data={"w": 2})
+        defer("c", function=by_callable, data={"s": "abc"})
+
+    run_parent(app, body)
+    data = {ctx.parents[0].defer_id: ctx.event.data for ctx in recorder.calls}
+    assert data == {"m": Email(to="x", body="y"), "t": {"x": 3}, "d": Box(w=2), "c": {"s": "ABC"}}
+
+
+def test_without_a_schema_data_is_a_plain_dict_and_models_are_dumped(app, make_fn, recorder):
+    fn = make_fn()
+    run_parent(app, lambda: defer("m", function=fn, data=Email(to="x", body="y")))
+    assert recorder.calls[0].event.data == {"to": "x", "body": "y"}
+    assert type(recorder.calls[0].event.data) is dict
