@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from celery_defer.errors import (
     RetryAfterError,
 )
 from celery_defer.handler_call import call_handler
+from celery_defer.limits.lease_keeper import default_keeper
 from celery_defer.settings import read_settings
 from celery_defer.store import RedisStore, store_for
 from celery_defer.task import DeferTask, Requeued
@@ -193,8 +195,18 @@ class DeferredFunction(DeferTask):
 
 @contextmanager
 def _hold_claim(store: RedisStore, run_id: str, holder: str, lease_ms: int) -> Iterator[None]:
-    # Placeholder until the lease keeper lands: the claim lives for its lease.
-    yield
+    """Keep the run's claim alive while its handler runs, however long that is."""
+    keeper = default_keeper()
+    token = f"claim:{run_id}:{holder}"
+    keeper.register(
+        token,
+        lease_s=lease_ms / 1000,
+        renew=functools.partial(store.renew_run, run_id, holder, lease_ms=lease_ms),
+    )
+    try:
+        yield
+    finally:
+        keeper.unregister(token)
 
 
 def _execute(self: DeferredFunction, **kwargs: Any) -> Any:

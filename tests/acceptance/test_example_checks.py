@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from example_project.check import check, count_skips, percentile
-from example_project.plan import SEND_EMAIL, expectations, order_plan
+from example_project.plan import DATA_TYPES, SEND_EMAIL, expectations, order_plan
 from example_project.results import Attempt, Observed, ParentEnd
 
 ORDERS = 12
@@ -26,8 +26,9 @@ def _perfect_run() -> tuple[Observed, dict[str, str], Counter[str]]:
     for order_id, fn in sorted(expected.pairs):
         retries = order_plan(order_id).expected_retries()[fn]
         for number in range(retries + 1):
+            saw = {"type": DATA_TYPES[fn]}
             attempts.append(
-                Attempt(f"run-{order_id}-{fn}", _parent_id(order_id), fn, number, 1_100, {})
+                Attempt(f"run-{order_id}-{fn}", _parent_id(order_id), fn, number, 1_100, saw)
             )
     completed = {(_parent_id(order_id), fn): 1 for order_id, fn in expected.pairs}
     parents = {

@@ -1,0 +1,177 @@
+"""Comparing what ran with what the plan says must run: the demo's verdict."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from example_project.plan import DATA_TYPES, FUNCTIONS, Expectations
+from example_project.results import Observed
+
+#: celery_defer's ERROR line for a call-site skip: ``defer('<id>') skipped in run <run id>: ...``.
+_SKIP_LINE = re.compile(r"defer\('(?P<defer_id>[^']+)'\) skipped in run (?P<run_id>[0-9a-f-]{36})")
+
+
+@dataclass(slots=True)
+class FunctionRow:
+    function: str
+    expected: int
+    completed: int = 0
+    missing: int = 0
+    extra: int = 0
+    duplicate: int = 0
+    retries_expected: int = 0
+    retries: int = 0
+    skips_expected: int = 0
+    skips: int = 0
+    latencies_ms: list[int] = field(default_factory=list)
+
+    def percentile_ms(self, pct: float) -> int | None:
+        return percentile(self.latencies_ms, pct)
+
+
+@dataclass(slots=True)
+class Summary:
+    expected: Expectations
+    parent_states: Counter[str]
+    parent_retries: int
+    rows: list[FunctionRow]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def latencies_ms(self) -> list[int]:
+        return [value for row in self.rows for value in row.latencies_ms]
+
+
+def percentile(values: list[int], pct: float) -> int | None:
+    """Nearest-rank percentile; ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def count_skips(log_text: str, orders_by_parent: dict[str, int]) -> Counter[str]:
+    """Count celery_defer's call-site skip lines per defer id, for this batch's parents."""
+    skips: Counter[str] = Counter()
+    for match in _SKIP_LINE.finditer(log_text):
+        if match["run_id"] in orders_by_parent:
+            skips[match["defer_id"]] += 1
+    return skips
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch's tasks recorded, keyed by order id."""
+
+    starts: Counter[tuple[int, str, int]] = field(default_factory=Counter)
+    first_start_ms: dict[tuple[int, str], int] = field(default_factory=dict)
+    completions: Counter[tuple[int, str]] = field(default_factory=Counter)
+    finish_ms: dict[int, int] = field(default_factory=dict)
+    parent_retries: int = 0
+    #: Attempts whose handler saw ``event.data`` of the wrong type.
+    wrong_types: list[str] = field(default_factory=list)
+
+    def repeated_attempts(self, pair: tuple[int, str]) -> list[int]:
+        return [n for (o, f, n), c in self.starts.items() if (o, f) == pair and c > 1]
+
+    def pairs(self) -> set[tuple[int, str]]:
+        return set(self.completions) | {(order, fn) for order, fn, _ in self.starts}
+
+
+def _batch(
+    observed: Observed, orders_by_parent: dict[str, int], rows: dict[str, FunctionRow]
+) -> _Batch:
+    batch = _Batch()
+    for attempt in observed.attempts:
+        order_id = orders_by_parent.get(attempt.parent_id)
+        if order_id is None or attempt.function not in rows:
+            continue  # left over from another batch
+        batch.starts[(order_id, attempt.function, attempt.attempt)] += 1
+        seen_type = attempt.saw.get("type")
+        if seen_type != DATA_TYPES[attempt.function]:
+            batch.wrong_types.append(f"order {order_id}: {attempt.function} saw {seen_type}")
+        if attempt.attempt > 0:
+            rows[attempt.function].retries += 1
+        else:
+            batch.first_start_ms.setdefault((order_id, attempt.function), attempt.start_ms)
+    for (parent_id, fn), count in observed.completed.items():
+        if parent_id in orders_by_parent and fn in rows:
+            batch.completions[(orders_by_parent[parent_id], fn)] += count
+    for parent_id, end in observed.parents.items():
+        if parent_id in orders_by_parent:
+            batch.finish_ms[end.order_id] = end.finish_ms
+            batch.parent_retries += end.attempt
+    return batch
+
+
+def _check_runs(
+    expected: Expectations, batch: _Batch, rows: dict[str, FunctionRow], problems: list[str]
+) -> None:
+    """Exactly once: each expected (order, function) completed once, nothing else ran."""
+    for pair in sorted(expected.pairs | batch.pairs()):
+        order_id, fn = pair
+        row, count = rows[fn], batch.completions[pair]
+        if pair not in expected.pairs:
+            row.extra += 1
+            problems.append(f"order {order_id}: {fn} ran but must not have")
+            continue
+        row.completed += min(count, 1)
+        if count == 0:
+            row.missing += 1
+            problems.append(f"order {order_id}: {fn} did not complete")
+        repeated = batch.repeated_attempts(pair)
+        if count > 1 or repeated:
+            row.duplicate += 1
+            problems.append(f"order {order_id}: {fn} completed {count}x; repeated: {repeated}")
+        if pair in batch.first_start_ms and order_id in batch.finish_ms:
+            row.latencies_ms.append(batch.first_start_ms[pair] - batch.finish_ms[order_id])
+
+
+def check(
+    expected: Expectations,
+    observed: Observed,
+    orders_by_parent: dict[str, int],
+    parent_states: dict[str, str],
+    skips: Counter[str],
+) -> Summary:
+    """Build the summary of a batch and list everything that differs from the plan."""
+    problems: list[str] = []
+    rows = {
+        fn: FunctionRow(
+            fn,
+            expected.runs[fn],
+            retries_expected=expected.retries[fn],
+            skips_expected=expected.skips[fn],
+            skips=skips[fn],
+        )
+        for fn in FUNCTIONS
+    }
+    batch = _batch(observed, orders_by_parent, rows)
+    _check_runs(expected, batch, rows, problems)
+    problems += batch.wrong_types
+    for row in rows.values():
+        if row.retries != row.retries_expected:
+            problems.append(
+                f"{row.function}: {row.retries} retries, expected {row.retries_expected}"
+            )
+        if row.skips != row.skips_expected:
+            problems.append(f"{row.function}: {row.skips} skips, expected {row.skips_expected}")
+    states = Counter(parent_states.values())
+    seen = (states["SUCCESS"], states["FAILURE"])
+    if seen != (expected.parents_succeeded, expected.parents_failed):
+        problems.append(
+            f"parents: {seen[0]} succeeded / {seen[1]} failed, expected "
+            f"{expected.parents_succeeded} / {expected.parents_failed} (states: {dict(states)})"
+        )
+    if batch.parent_retries != expected.parent_retries:
+        problems.append(
+            f"parents retried {batch.parent_retries}x, expected {expected.parent_retries}"
+        )
+    return Summary(expected, states, batch.parent_retries, list(rows.values()), problems)

@@ -1,0 +1,124 @@
+"""The deterministic plan of a batch: what each order does, and what must run because of it.
+
+Everything follows from the order id, so the tasks (which act on the plan) and
+the driver (which checks the outcome against it) agree without talking:
+
+- every 7th order fails for good *after* deferring: its defers still run (SPEC 7.1);
+- every 11th order's parent task retries once after deferring: its defers run
+  once, after the retry succeeds (SPEC 4.5);
+- every 5th order sends a malformed address: a call-site skip, no ``send-email`` run;
+- every 4th order's address is greylisted: ``send-email`` fails once, then retries;
+- every 6th order's ``score-order`` asks for a retry once (``RetryAfterError``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+SEND_EMAIL = "send-email"
+SCORE_ORDER = "score-order"
+AUDIT_LOG = "audit-log"
+#: Every deferred function of the shop, in the order ``order_placed`` defers them.
+FUNCTIONS = (SEND_EMAIL, SCORE_ORDER, AUDIT_LOG)
+
+#: The type of ``ctx.event.data`` each handler must see: the schema's type, else a dict.
+DATA_TYPES = {SEND_EMAIL: "Email", SCORE_ORDER: "dict", AUDIT_LOG: "dict"}
+
+#: Mail to this domain is refused on the first delivery attempt.
+GREYLIST_DOMAIN = "greylist.example"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlan:
+    """What one order does."""
+
+    order_id: int
+
+    @property
+    def fails_after_deferring(self) -> bool:
+        return self.order_id % 7 == 0
+
+    @property
+    def parent_retries_once(self) -> bool:
+        return self.order_id % 11 == 0
+
+    @property
+    def bad_email(self) -> bool:
+        return self.order_id % 5 == 0
+
+    @property
+    def email_greylisted(self) -> bool:
+        return self.order_id % 4 == 0 and not self.bad_email
+
+    @property
+    def score_retries_once(self) -> bool:
+        return self.order_id % 6 == 0
+
+    @property
+    def email(self) -> str:
+        if self.bad_email:
+            return f"customer{self.order_id}-at-example.com"
+        domain = GREYLIST_DOMAIN if self.email_greylisted else "example.com"
+        return f"customer{self.order_id}@{domain}"
+
+    @property
+    def total_cents(self) -> int:
+        return 1000 + (self.order_id * 379) % 9000
+
+    @property
+    def parent_attempts(self) -> int:
+        return 2 if self.parent_retries_once else 1
+
+    def expected_runs(self) -> tuple[str, ...]:
+        """The deferred functions that must run exactly once for this order."""
+        return tuple(fn for fn in FUNCTIONS if not (fn == SEND_EMAIL and self.bad_email))
+
+    def expected_retries(self) -> Counter[str]:
+        retries: Counter[str] = Counter()
+        if self.email_greylisted:
+            retries[SEND_EMAIL] += 1
+        if self.score_retries_once:
+            retries[SCORE_ORDER] += 1
+        return retries
+
+    def expected_skips(self) -> Counter[str]:
+        """Call-site skips: every attempt of the parent calls ``defer`` with the bad data."""
+        return Counter({SEND_EMAIL: self.parent_attempts} if self.bad_email else {})
+
+
+def order_plan(order_id: int) -> OrderPlan:
+    return OrderPlan(order_id)
+
+
+@dataclass(slots=True)
+class Expectations:
+    """What a batch of orders ``1..n`` must produce."""
+
+    orders: int
+    parents_succeeded: int = 0
+    parents_failed: int = 0
+    parent_retries: int = 0
+    runs: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
+    skips: Counter[str] = field(default_factory=Counter)
+    #: Every (order id, function) that must run exactly once.
+    pairs: set[tuple[int, str]] = field(default_factory=set)
+
+
+def expectations(orders: int) -> Expectations:
+    """Return what the orders ``1..orders`` must produce."""
+    expected = Expectations(orders)
+    for order_id in range(1, orders + 1):
+        plan = order_plan(order_id)
+        if plan.fails_after_deferring:
+            expected.parents_failed += 1
+        else:
+            expected.parents_succeeded += 1
+        expected.parent_retries += plan.parent_attempts - 1
+        for fn in plan.expected_runs():
+            expected.runs[fn] += 1
+            expected.pairs.add((order_id, fn))
+        expected.retries.update(plan.expected_retries())
+        expected.skips.update(plan.expected_skips())
+    return expected
