@@ -90,16 +90,16 @@ def _build_record(capture: RunCapture, defer_id: object, function: Any, data: ob
             f"data is {size} bytes of JSON, over the limit of {settings.max_payload_bytes} "
             "(defer_max_payload_bytes)"
         )
-    ts_ms = time.time_ns() // 1_000_000
+    ts_ns = time.time_ns()
     return DeferRecord(
         defer_id=defer_id,
         task_name=options.task_name,
         function_id=options.id,
         data_json=data_json,
-        ts_ms=ts_ms,
+        ts_ns=ts_ns,
         parent=capture.parent,
         queue=options.queue,
-        priority=_priority(options, capture, defer_id, data_json, ts_ms),
+        priority=_priority(options, capture, defer_id, data_json, ts_ns // 1_000_000),
     )
 
 

@@ -11,6 +11,7 @@ from typing_extensions import NotRequired, Required
 
 from celery_defer.durations import Duration, parse_duration_s
 from celery_defer.errors import ConfigurationError
+from celery_defer.flow_config import FLOW_KEYS, GuardSpec, parse_flow
 from celery_defer.schema import PayloadSchema
 
 KeyExpr = str | Callable[[Any], Any]
@@ -81,8 +82,7 @@ _UNSUPPORTED = {
     "batch_events": "batch_events",
     "batchEvents": "batch_events",
 }
-_NOT_YET = ("concurrency", "throttle", "rate_limit", "debounce", "idempotency", "singleton")
-_KNOWN = {"id", "name", "schema", "retries", "priority", "timeouts", "queue", *_NOT_YET}
+_KNOWN = {"id", "name", "schema", "retries", "priority", "timeouts", "queue", *FLOW_KEYS}
 MAX_RETRIES = 20
 
 
@@ -102,6 +102,7 @@ class FunctionOptions:
     start_timeout_s: float | None = None
     finish_timeout_s: float | None = None
     queue: str | None = None
+    flow: tuple[GuardSpec, ...] = ()
 
     @property
     def task_name(self) -> str:
@@ -126,8 +127,6 @@ def _check_keys(config: Mapping[str, Any]) -> None:
             raise ConfigurationError(f"config keys must be strings, got {key!r}", key=repr(key))
         if key in _UNSUPPORTED:
             raise _fail(key, f"{_UNSUPPORTED[key]} is not supported for deferred functions")
-        if key in _NOT_YET:
-            raise _fail(key, "not supported yet by this version of celery_defer")
         if key not in _KNOWN:
             hint = _camel_to_snake(key)
             suffix = f" (did you mean {hint!r}?)" if hint in _KNOWN else ""
@@ -186,4 +185,5 @@ def validate_config(config: object) -> FunctionOptions:
         start_timeout_s=start_s,
         finish_timeout_s=finish_s,
         queue=queue,
+        flow=parse_flow(config),
     )

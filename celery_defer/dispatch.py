@@ -23,6 +23,8 @@ def message_kwargs(record: DeferRecord, *, enqueued_ms: int) -> dict[str, Any]:
             "name": event_name(record.function_id),
             "id": record.run_id,
             "ts": record.ts_ms,
+            # Orders events finer than ts; debounce keeps the latest by it.
+            "seq": record.ts_ns,
             "data": json.loads(record.data_json),
         },
         "parent": {

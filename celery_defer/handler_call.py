@@ -1,4 +1,4 @@
-"""Calling a handler, ``def`` or ``async def``, with its payload validated first."""
+"""Calling a handler, ``def`` or ``async def``, and validating its payload first."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from celery_defer.schema import PayloadSchema
@@ -18,38 +18,37 @@ def is_async_callable(fn: object) -> bool:
     )
 
 
-def _run_coroutine(factory: Callable[[], Any]) -> Any:
+def run_coroutine(factory: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine to completion on a fresh event loop, from sync code."""
+
+    async def main() -> Any:
+        return await factory()
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(factory())
+        return asyncio.run(main())
     # Called from code that already runs an event loop in this thread (an eager
     # run started from async code): give the handler a loop of its own.
     context = contextvars.copy_context()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(context.run, lambda: asyncio.run(factory())).result()
+        return pool.submit(context.run, lambda: asyncio.run(main())).result()
 
 
-def call_handler(
-    handler: Callable[[Any], Any],
-    schema: PayloadSchema | None,
-    data: Any,
-    make_context: Callable[[Any], Any],
-) -> Any:
-    """Validate ``data`` (receiver side), build the context, call the handler.
+def validate_payload(schema: PayloadSchema | None, data: Any) -> Any:
+    """Validate received data (the receiver side of SPEC section 5)."""
+    if schema is None:
+        return data
+    if schema.is_async:
+        return run_coroutine(lambda: schema.validate_async(data))
+    return schema.validate_sync(data)
 
-    Async validators and async handlers run on one event loop per attempt.
-    """
-    needs_loop = is_async_callable(handler) or (schema is not None and schema.is_async)
-    if not needs_loop:
-        payload = schema.validate_sync(data) if schema is not None else data
-        return handler(make_context(payload))
 
-    async def attempt() -> Any:
-        payload = await schema.validate_async(data) if schema is not None else data
-        result = handler(make_context(payload))
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    return _run_coroutine(attempt)
+def invoke_handler(handler: Callable[[Any], Any], ctx: Any) -> Any:
+    """Call the handler with its context; an ``async def`` one runs on its own loop."""
+    if is_async_callable(handler):
+        return run_coroutine(lambda: handler(ctx))
+    result = handler(ctx)
+    if inspect.isawaitable(result):
+        return run_coroutine(lambda: result)
+    return result

@@ -42,10 +42,15 @@ class DeferRecord:
     task_name: str
     function_id: str
     data_json: str
-    ts_ms: int
+    ts_ns: int
     parent: ParentRef
     queue: str | None = None
     priority: int | None = None
+
+    @property
+    def ts_ms(self) -> int:
+        """When ``defer()`` was called, in ms since the epoch."""
+        return self.ts_ns // 1_000_000
 
     @property
     def run_id(self) -> str:
@@ -62,7 +67,7 @@ class DeferRecord:
                 "id": self.defer_id,
                 "task": self.task_name,
                 "fn": self.function_id,
-                "ts": self.ts_ms,
+                "ts": self.ts_ns,
                 "run": self.parent.run_id,
                 "root": self.parent.root_id,
                 "ptask": self.parent.task_name,
@@ -83,7 +88,7 @@ class DeferRecord:
             task_name=doc["task"],
             function_id=doc["fn"],
             data_json=data_json,
-            ts_ms=int(doc["ts"]),
+            ts_ns=int(doc["ts"]),
             parent=ParentRef(doc["run"], doc["root"], doc["ptask"]),
             queue=doc.get("q"),
             priority=doc.get("p"),

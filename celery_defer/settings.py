@@ -23,7 +23,7 @@ class Settings:
     max_payload_bytes: int = 4 * 1024 * 1024
     retry_base_delay_s: float = 1.0
     retry_max_delay_s: float = 300.0
-    claim_lease_s: float = 60.0
+    lease_s: float = 60.0
 
     def require_redis_url(self) -> str:
         """Return the Redis URL, or explain which setting is missing."""
@@ -73,5 +73,5 @@ def read_settings(app: Celery) -> Settings:
         max_payload_bytes=int(_number(conf, "defer_max_payload_bytes", 4 * 1024 * 1024, minimum=2)),
         retry_base_delay_s=_number(conf, "defer_retry_base_delay", 1.0, minimum=0.0),
         retry_max_delay_s=_number(conf, "defer_retry_max_delay", 300.0, minimum=0.0),
-        claim_lease_s=_number(conf, "defer_claim_lease", 60.0, minimum=1.0),
+        lease_s=_number(conf, "defer_lease", 60.0, minimum=1.0),
     )

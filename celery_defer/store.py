@@ -15,6 +15,7 @@ from redis.retry import Retry
 
 from celery_defer import keys
 from celery_defer.errors import StoreUnavailableError
+from celery_defer.limits.redis_backend import RedisLimitBackend
 from celery_defer.records import DeferRecord, decode_outbox
 from celery_defer.settings import Settings, read_settings
 
@@ -55,6 +56,7 @@ class RedisStore:
         self._run_claim = client.register_script(load_lua("run_claim"))
         self._run_finish = client.register_script(load_lua("run_finish"))
         self._run_renew = client.register_script(load_lua("run_renew"))
+        self.limits = RedisLimitBackend(client)
 
     # -- parent runs: the outbox -------------------------------------------------
 

@@ -133,9 +133,13 @@ class LimitBackend(abc.ABC):
 
     @abc.abstractmethod
     def debounce_push(
-        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None
+        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None, order: int = 0
     ) -> int:
-        """Make the event the latest of ``key``; return ms until it should check back."""
+        """Make the event the latest of ``key``; return ms until it should check back.
+
+        ``order`` says when the event was made (e.g. ns since the epoch): an event
+        older than the stored latest does not replace it and checks back at once.
+        """
 
     @abc.abstractmethod
     def debounce_take(

@@ -33,9 +33,15 @@ class Debounce(Guard):
     def _timeout_ms(self) -> int | None:
         return None if self.timeout_s is None else to_ms(self.timeout_s)
 
-    def push(self, key: str, *, event_id: str, payload: str) -> float:
-        """Make this event the latest of the key; return seconds until it should check back."""
-        wait_ms = self.backend.debounce_push(key, event_id, payload, to_ms(self.period_s), self._timeout_ms())
+    def push(self, key: str, *, event_id: str, payload: str, order: int = 0) -> float:
+        """Make this event the latest of the key; return seconds until it should check back.
+
+        ``order`` (when the event was made) keeps the latest event the latest even
+        when events arrive out of order.
+        """
+        wait_ms = self.backend.debounce_push(
+            key, event_id, payload, to_ms(self.period_s), self._timeout_ms(), order
+        )
         return wait_ms / 1000
 
     def check(self, key: str, *, holder: str) -> Decision:

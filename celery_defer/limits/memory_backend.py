@@ -45,6 +45,7 @@ class _Debounced:
     payload: str
     first_ms: float
     last_ms: float
+    order: int = 0
 
 
 class MemoryLimitBackend(LimitBackend):
@@ -171,13 +172,15 @@ class MemoryLimitBackend(LimitBackend):
                 del self._values[key]
 
     def debounce_push(
-        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None
+        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None, order: int = 0
     ) -> int:
         with self._lock:
             now = self._clock_ms()
             previous = self._debounce.get(key)
+            if previous is not None and order < previous.order:
+                return 0
             first = now if previous is None else previous.first_ms
-            self._debounce[key] = _Debounced(event_id, payload, first, now)
+            self._debounce[key] = _Debounced(event_id, payload, first, now, order)
             wait = float(period_ms)
             if timeout_ms is not None:
                 wait = min(wait, first + timeout_ms - now)

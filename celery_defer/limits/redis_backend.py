@@ -117,9 +117,9 @@ class RedisLimitBackend(LimitBackend):
         self._call("singleton_release", (key,), (holder,))
 
     def debounce_push(
-        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None
+        self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None, order: int = 0
     ) -> int:
-        args = (event_id, payload, period_ms, _opt(timeout_ms), DEBOUNCE_GRACE_MS)
+        args = (event_id, payload, period_ms, _opt(timeout_ms), DEBOUNCE_GRACE_MS, order)
         return int(self._call("debounce_push", (key,), args))
 
     def debounce_take(

@@ -27,9 +27,7 @@ def _perfect_run() -> tuple[Observed, dict[str, str], Counter[str]]:
         retries = order_plan(order_id).expected_retries()[fn]
         for number in range(retries + 1):
             saw = {"type": DATA_TYPES[fn]}
-            attempts.append(
-                Attempt(f"run-{order_id}-{fn}", _parent_id(order_id), fn, number, 1_100, saw)
-            )
+            attempts.append(Attempt(f"run-{order_id}-{fn}", _parent_id(order_id), fn, number, 1_100, saw))
     completed = {(_parent_id(order_id), fn): 1 for order_id, fn in expected.pairs}
     parents = {
         _parent_id(o): ParentEnd(o, order_plan(o).parent_attempts - 1, "x", 1_000)

@@ -48,9 +48,7 @@ def test_the_plan_agrees_with_the_hand_count() -> None:
 def test_main_job_runs_every_expected_deferred_run_exactly_once() -> None:
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     argv = [sys.executable, "-m", "example_project", "--orders", str(ORDERS), "--timeout", "90"]
-    proc = subprocess.run(
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
-    )
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
     output = proc.stdout.replace("\r", "\n")
     report = f"exit code {proc.returncode}\n--- stdout\n{output}\n--- stderr\n{proc.stderr}"
     assert proc.returncode == 0, report

@@ -44,7 +44,7 @@ def test_a_re_sent_deferred_message_is_acknowledged_without_running(
         task_name="celery_defer.fn.recorder",
         function_id="recorder",
         data_json="{}",
-        ts_ms=0,
+        ts_ns=0,
         parent=ParentRef(result.id, result.id, "tests.integration.workerapp.parent"),
     )
     publish(app_module.app, [record, record])  # two more copies, as a redelivery would

@@ -24,6 +24,7 @@ app = Celery("workerapp", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1", tas
 app.conf.update(
     defer_redis_url=f"{REDIS_URL}/2",
     defer_recovery_interval=1,
+    defer_lease=3,
     defer_retry_base_delay=0.05,
     defer_retry_max_delay=0.2,
     task_acks_late=ACKS_LATE,
@@ -135,3 +136,46 @@ def parent_time_limit(self: DeferTask) -> None:
     defer("lost-with-attempt", function=recorder, data={})
     seen("parent", run_id=self.request.id, attempt=self.request.retries)
     time.sleep(10)
+
+
+def flow_run(ctx: Any) -> None:
+    """Records when it starts and ends, and how many runs of its function were active."""
+    data = ctx.event.data
+    function = ctx.event.name
+    group = f"active:{function}:{data.get('group', '')}"
+    in_group, in_total = _state.incr(group), _state.incr(f"active:{function}")
+    seen("start", fn=function, n=in_group, total=in_total, run_id=ctx.run_id, data=data)
+    try:
+        time.sleep(data.get("sleep", 0))
+    finally:
+        _state.decr(group)
+        _state.decr(f"active:{function}")
+    seen("end", fn=function, run_id=ctx.run_id, data=data)
+
+
+FLOW = {
+    "conc2": {"concurrency": 2},
+    "conc-key": {"concurrency": {"limit": 1, "key": "event.data.group"}},
+    # Two functions sharing one slot (scope "app"): the hog runs on its own queue.
+    "hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}, "queue": "hog"},
+    "after-hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}},
+    "throttled": {"throttle": {"limit": 5, "period": "2s"}},
+    "bursty": {"throttle": {"limit": 5, "period": "2s", "burst": 5}},
+    "rated": {"rate_limit": {"limit": 3, "period": "10s"}},
+    "debounced": {"debounce": {"period": "1s", "key": "event.data.k"}},
+    "debounced-cap": {"debounce": {"period": "1s", "key": "event.data.k", "timeout": "2s"}},
+    "idem": {"idempotency": "event.data.k"},
+    "single-skip": {"singleton": {"key": "event.data.k", "mode": "skip"}},
+    "single-cancel": {"singleton": {"key": lambda event: event.data["k"], "mode": "cancel"}},
+}
+flow_functions = {
+    fn_id: create_defer(app, {"id": fn_id, "retries": 0, **config}, flow_run)  # type: ignore[typeddict-item]
+    for fn_id, config in FLOW.items()
+}
+
+
+@app.task
+def fan_out(fn_id: str, items: list[dict[str, Any]]) -> None:
+    """Defers each item to the flow-control function ``fn_id``, in order."""
+    for index, item in enumerate(items):
+        defer(f"item-{index}", function=flow_functions[fn_id], data=item)

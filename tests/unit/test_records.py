@@ -11,7 +11,7 @@ PARENT = ParentRef("run-1", "root-1", "shop.order_placed")
 
 
 def make(defer_id: str, data: str = '{"a":1}') -> DeferRecord:
-    return DeferRecord(defer_id, "celery_defer.fn.f", "f", data, 1700000000000, PARENT, "q", 5)
+    return DeferRecord(defer_id, "celery_defer.fn.f", "f", data, 1700000000123456789, PARENT, "q", 5)
 
 
 def test_run_ids_depend_only_on_parent_run_and_defer_id():
@@ -37,7 +37,8 @@ def test_message_carries_event_and_parent():
     assert kwargs["event"] == {
         "name": "defer/f",
         "id": deferred_run_id("run-1", "send"),
-        "ts": 1700000000000,
+        "ts": 1700000000123,
+        "seq": 1700000000123456789,
         "data": {"a": 1},
     }
     assert kwargs["parent"] == {
