@@ -10,13 +10,15 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-_PATH_RE = re.compile(r"^event(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+from celery_defer.errors import NonRetriableError
+
+_PATH_RE = re.compile(r"^event(\.[A-Za-z][A-Za-z0-9_]*)+$")
 
 KeyFunction = Callable[[Any], str]
 
 
-class KeyError_(ValueError):
-    """A key expression could not be evaluated for an event."""
+class KeyExpressionError(NonRetriableError, ValueError):
+    """A key expression could not be evaluated for an event; retrying would not help."""
 
 
 def compile_key(expr: object, *, config_key: str) -> KeyFunction:
@@ -39,16 +41,16 @@ def _walk(value: Any, parts: list[str], expr: str) -> Any:
     for part in parts:
         if isinstance(value, Mapping):
             if part not in value:
-                raise KeyError_(f"key {expr!r}: no {part!r} in the event")
+                raise KeyExpressionError(f"key {expr!r}: no {part!r} in the event")
             value = value[part]
         else:
             if not hasattr(value, part):
-                raise KeyError_(f"key {expr!r}: no {part!r} in the event")
+                raise KeyExpressionError(f"key {expr!r}: no {part!r} in the event")
             value = getattr(value, part)
     return value
 
 
 def _as_text(value: Any, config_key: str) -> str:
     if value is None:
-        raise KeyError_(f"{config_key}: the key evaluated to None")
+        raise KeyExpressionError(f"{config_key}: the key evaluated to None")
     return value if isinstance(value, str) else str(value)

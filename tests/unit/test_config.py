@@ -134,3 +134,55 @@ def test_durations(value, seconds):
 def test_bad_durations(value):
     with pytest.raises(ValueError):
         parse_duration_s(value)
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"concurrency": 0}, "concurrency.limit"),
+        ({"concurrency": [1, 2, 3]}, "concurrency"),
+        ({"concurrency": {"limit": 2, "scope": "world"}}, "concurrency.scope"),
+        ({"concurrency": {"limit": 2, "key": "data.user"}}, "concurrency.key"),
+        ({"concurrency": {"limit": 2, "key": "event.data.__import__('os')"}}, "concurrency.key"),
+        ({"concurrency": {"limit": 2, "colour": 1}}, "concurrency"),
+        ({"throttle": {"limit": 5}}, "throttle"),
+        ({"throttle": {"limit": 5, "period": "0s"}}, "throttle.period"),
+        ({"throttle": {"limit": 5, "period": "1s", "burst": 0}}, "throttle.burst"),
+        ({"rate_limit": {"limit": -1, "period": "1s"}}, "rate_limit.limit"),
+        ({"debounce": {"period": "5s", "timeout": "1s"}}, "debounce.timeout"),
+        ({"debounce": {}}, "debounce"),
+        ({"idempotency": 42}, "idempotency.key"),
+        ({"singleton": {"mode": "queue"}}, "singleton.mode"),
+        ({"singleton": {}}, "singleton"),
+    ],
+)
+def test_bad_flow_control_values_name_their_key(app, config, key):
+    with pytest.raises(ConfigurationError) as info:
+        create_defer(app, {"id": "f", **config}, handler)
+    assert info.value.key == key
+
+
+def test_every_flow_control_key_is_accepted(app):
+    fn = create_defer(
+        app,
+        {
+            "id": "all-keys",
+            "concurrency": [{"limit": 5, "key": "event.data.user"}, {"limit": 50, "scope": "app"}],
+            "throttle": {"limit": 10, "period": "1m", "burst": 2, "key": lambda event: event.data["user"]},
+            "rate_limit": {"limit": 100, "period": "1h"},
+            "debounce": {"period": "5s", "key": "event.data.user", "timeout": "1m"},
+            "idempotency": "event.data.order_id",
+            "singleton": {"key": "event.data.user", "mode": "cancel"},
+        },
+        handler,
+    )
+    slots = [spec.slot for spec in fn.__celery_defer_options__.flow]
+    assert slots == [
+        "debounce",
+        "idempotency",
+        "rate_limit",
+        "singleton",
+        "concurrency.0",
+        "concurrency.1",
+        "throttle",
+    ]
