@@ -29,11 +29,13 @@ def test_callables_get_the_event():
 
 
 def test_a_missing_path_names_the_expression():
-    with pytest.raises(KeyExpressionError, match="'event.data.user': no 'user'"):
+    with pytest.raises(KeyExpressionError, match=r"'event\.data\.user': no 'user'"):
         compile_key("event.data.user", config_key="k")(event({}))
 
 
-@pytest.mark.parametrize("expr", ["data.user", "event.data[0]", "event.__class__()", "event.__class__", "", 5, "event"])
+@pytest.mark.parametrize(
+    "expr", ["data.user", "event.data[0]", "event.__class__()", "event.__class__", "", 5, "event"]
+)
 def test_anything_else_is_refused(expr):
     with pytest.raises(ValueError):
         compile_key(expr, config_key="k")
