@@ -44,9 +44,9 @@ class RunCapture:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from celery_defer.settings import read_settings
+            from celery_defer.settings import settings_for
 
-            self._settings = read_settings(self.app)
+            self._settings = settings_for(self.app)
         return self._settings
 
     @property

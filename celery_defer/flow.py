@@ -8,6 +8,7 @@ computed, holding nothing; a run that is dropped never starts its handler.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -73,7 +74,7 @@ class FlowControl:
         event: Any,
         run_id: str,
         passed: Sequence[str],
-        data_json: str,
+        data: Any,
         event_seq: int = 0,
     ) -> Admission:
         """Check every guard the run has not passed yet, in order.
@@ -90,7 +91,7 @@ class FlowControl:
                 key = self._redis_key(keys, spec, event)
                 if spec.kind == "debounce" and DEBOUNCE_PUSHED not in admission.passed:
                     delay_s = guard.push(  # type: ignore[attr-defined]
-                        key, event_id=run_id, payload=data_json, order=int(event_seq)
+                        key, event_id=run_id, payload=json.dumps(data, separators=(",", ":")), order=event_seq
                     )
                     admission.passed.append(DEBOUNCE_PUSHED)
                     return self._stop(admission, run_id, "wait", spec, delay_s, "debounced")

@@ -23,7 +23,7 @@ from celery_defer.errors import DeferredRunTimeoutError, NonRetriableError, Retr
 from celery_defer.flow import Admission, FlowControl, keep_leases
 from celery_defer.handler_call import invoke_handler, validate_payload
 from celery_defer.limits.lease_keeper import default_keeper
-from celery_defer.settings import read_settings
+from celery_defer.settings import settings_for
 from celery_defer.store import RedisStore, store_for
 from celery_defer.task import DeferTask, Requeued
 
@@ -122,9 +122,8 @@ class DeferredFunction(DeferTask):
             payload = validate_payload(options.schema, event["data"])
             if claim is not None and options.flow:
                 flow_event = DeferEvent(event["name"], payload, event["id"], event["ts"])
-                data_json = json.dumps(event["data"], separators=(",", ":"))
                 admission = self._flow(claim[0]).admit(
-                    claim[0].keys, flow_event, run_id, passed, data_json, event.get("seq", 0)
+                    claim[0].keys, flow_event, run_id, passed, event["data"], int(event.get("seq", 0))
                 )
                 if admission.action == "proceed" and admission.payload is not None:
                     event = {**event, "data": json.loads(admission.payload)}
@@ -219,7 +218,7 @@ class DeferredFunction(DeferTask):
                 return retry_after_delay_s(exc.delay)
             except ValueError:
                 logger.error("RetryAfterError delay %r is not a duration; using backoff", exc.delay)
-        settings = read_settings(self.app)
+        settings = settings_for(self.app)
         return backoff_delay_s(attempt, base_s=settings.retry_base_delay_s, max_s=settings.retry_max_delay_s)
 
     def _eager_retry(self, exc: Exception, delay_s: float, kwargs: dict[str, Any]) -> Retry:

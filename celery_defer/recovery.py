@@ -11,7 +11,7 @@ from celery import Celery, bootsteps
 
 from celery_defer.dispatch import publish
 from celery_defer.errors import CeleryDeferError
-from celery_defer.settings import read_settings
+from celery_defer.settings import settings_for
 from celery_defer.store import store_for
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class RecoveryThread(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        interval_s = read_settings(self.app).recovery_interval_s
+        interval_s = settings_for(self.app).recovery_interval_s
         # A first pass soon after start picks up what a crashed predecessor left.
         delay_s = min(1.0, interval_s)
         while not self._stopped.wait(delay_s):
@@ -82,7 +82,7 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, parent: Any) -> None:
         try:
-            read_settings(parent.app).require_redis_url()
+            settings_for(parent.app).require_redis_url()
         except CeleryDeferError as exc:
             logger.error("celery_defer recovery not started: %s", exc)
             return

@@ -75,3 +75,22 @@ def read_settings(app: Celery) -> Settings:
         retry_max_delay_s=_number(conf, "defer_retry_max_delay", 300.0, minimum=0.0),
         lease_s=_number(conf, "defer_lease", 60.0, minimum=1.0),
     )
+
+
+def settings_for(app: Celery) -> Settings:
+    """Return ``app``'s settings, read once on first use and kept.
+
+    Like Celery's own worker settings, they are read when the library first
+    needs them (the first run or defer); change ``app.conf`` before that, or
+    call :func:`forget_settings` after.
+    """
+    cached: Settings | None = app.__dict__.get("_celery_defer_settings")
+    if cached is None:
+        cached = read_settings(app)
+        app.__dict__["_celery_defer_settings"] = cached
+    return cached
+
+
+def forget_settings(app: Celery) -> None:
+    """Make the next :func:`settings_for` read ``app.conf`` again."""
+    app.__dict__.pop("_celery_defer_settings", None)

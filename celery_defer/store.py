@@ -17,7 +17,7 @@ from celery_defer import keys
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.limits.redis_backend import RedisLimitBackend
 from celery_defer.records import DeferRecord, decode_outbox
-from celery_defer.settings import Settings, read_settings
+from celery_defer.settings import Settings, settings_for
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,6 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-_stores: dict[tuple[int, str, str], RedisStore] = {}
 _stores_lock = threading.Lock()
 
 
@@ -175,12 +174,11 @@ def store_for(app: Celery) -> RedisStore:
     Raises:
         ConfigurationError: no Redis URL is configured.
     """
-    settings = read_settings(app)
-    url = settings.require_redis_url()
-    cache_key = (id(app), url, settings.key_prefix)
-    store = _stores.get(cache_key)
-    if store is not None and store.settings == settings:
+    store: RedisStore | None = app.__dict__.get("_celery_defer_store")
+    settings = settings_for(app)
+    if store is not None and store.settings is settings:
         return store
+    url = settings.require_redis_url()
     with _stores_lock:
         client = redis.Redis.from_url(
             url,
@@ -191,5 +189,5 @@ def store_for(app: Celery) -> RedisStore:
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
         store = RedisStore(client, settings)
-        _stores[cache_key] = store
+        app.__dict__["_celery_defer_store"] = store
         return store
