@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from example_project.plan import DATA_TYPES, FUNCTIONS, Expectations
+from example_project.plan import DATA_TYPES, FUNCTIONS, Expectations, FlowLimits
 from example_project.results import Observed
 
 #: celery_defer's ERROR line for a call-site skip: ``defer('<id>') skipped in run <run id>: ...``.
@@ -27,9 +28,28 @@ class FunctionRow:
     skips_expected: int = 0
     skips: int = 0
     latencies_ms: list[int] = field(default_factory=list)
+    limits: FlowLimits = field(default_factory=FlowLimits)
+    #: The most handlers seen executing at once (per key value when the limit has a key).
+    max_active: int = 0
 
     def percentile_ms(self, pct: float) -> int | None:
         return percentile(self.latencies_ms, pct)
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleStats:
+    """How fast a throttled function's runs started (first attempts: retries are not throttled)."""
+
+    function: str
+    limits: FlowLimits
+    starts: int
+    span_s: float
+    #: The most starts within any one period of the throttle.
+    peak: int
+
+    @property
+    def per_s(self) -> float | None:
+        return (self.starts - 1) / self.span_s if self.starts > 1 and self.span_s > 0 else None
 
 
 @dataclass(slots=True)
@@ -39,6 +59,7 @@ class Summary:
     parent_retries: int
     rows: list[FunctionRow]
     problems: list[str]
+    throttles: list[ThrottleStats] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -55,6 +76,17 @@ def percentile(values: list[int], pct: float) -> int | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def peak_in_window(times_ms: list[int], window_ms: float) -> int:
+    """The most of ``times_ms`` that fall within any ``window_ms`` (half-open) window."""
+    ordered = sorted(times_ms)
+    peak, first = 0, 0
+    for last, time_ms in enumerate(ordered):
+        while time_ms - ordered[first] >= window_ms:
+            first += 1
+        peak = max(peak, last - first + 1)
+    return peak
 
 
 def count_skips(log_text: str, orders_by_parent: dict[str, int]) -> Counter[str]:
@@ -85,9 +117,7 @@ class _Batch:
         return set(self.completions) | {(order, fn) for order, fn, _ in self.starts}
 
 
-def _batch(
-    observed: Observed, orders_by_parent: dict[str, int], rows: dict[str, FunctionRow]
-) -> _Batch:
+def _batch(observed: Observed, orders_by_parent: dict[str, int], rows: dict[str, FunctionRow]) -> _Batch:
     batch = _Batch()
     for attempt in observed.attempts:
         order_id = orders_by_parent.get(attempt.parent_id)
@@ -134,14 +164,47 @@ def _check_runs(
             row.latencies_ms.append(batch.first_start_ms[pair] - batch.finish_ms[order_id])
 
 
+def _check_concurrency(rows: dict[str, FunctionRow], problems: list[str]) -> None:
+    """No limit was exceeded, and every function that ran was observed running."""
+    for row in rows.values():
+        limit = row.limits.concurrency
+        if row.completed and row.max_active < 1:
+            problems.append(f"{row.function}: no handler was seen executing (max-active not recorded)")
+        if limit is not None and row.max_active > limit:
+            per = f" per {row.limits.concurrency_key}" if row.limits.concurrency_key else ""
+            problems.append(
+                f"{row.function}: {row.max_active} runs executed at once{per}, concurrency limit {limit}"
+            )
+
+
+def _throttle_stats(batch: _Batch, rows: dict[str, FunctionRow]) -> list[ThrottleStats]:
+    stats = []
+    for fn, row in rows.items():
+        if row.limits.throttle is None:
+            continue
+        _, period_s, _ = row.limits.throttle
+        starts = [start for (_, f), start in batch.first_start_ms.items() if f == fn]
+        span_s = (max(starts) - min(starts)) / 1000 if starts else 0.0
+        stats.append(
+            ThrottleStats(fn, row.limits, len(starts), span_s, peak_in_window(starts, period_s * 1000))
+        )
+    return stats
+
+
 def check(
     expected: Expectations,
     observed: Observed,
     orders_by_parent: dict[str, int],
     parent_states: dict[str, str],
     skips: Counter[str],
+    *,
+    limits: Mapping[str, FlowLimits],
 ) -> Summary:
-    """Build the summary of a batch and list everything that differs from the plan."""
+    """Build the summary of a batch and list everything that differs from the plan.
+
+    ``limits`` are the functions' flow-control limits: exceeding a concurrency
+    limit is a problem; throttle figures are only reported.
+    """
     problems: list[str] = []
     rows = {
         fn: FunctionRow(
@@ -150,17 +213,18 @@ def check(
             retries_expected=expected.retries[fn],
             skips_expected=expected.skips[fn],
             skips=skips[fn],
+            limits=limits.get(fn, FlowLimits()),
+            max_active=observed.max_active.get(fn, 0),
         )
         for fn in FUNCTIONS
     }
     batch = _batch(observed, orders_by_parent, rows)
     _check_runs(expected, batch, rows, problems)
+    _check_concurrency(rows, problems)
     problems += batch.wrong_types
     for row in rows.values():
         if row.retries != row.retries_expected:
-            problems.append(
-                f"{row.function}: {row.retries} retries, expected {row.retries_expected}"
-            )
+            problems.append(f"{row.function}: {row.retries} retries, expected {row.retries_expected}")
         if row.skips != row.skips_expected:
             problems.append(f"{row.function}: {row.skips} skips, expected {row.skips_expected}")
     states = Counter(parent_states.values())
@@ -171,7 +235,7 @@ def check(
             f"{expected.parents_succeeded} / {expected.parents_failed} (states: {dict(states)})"
         )
     if batch.parent_retries != expected.parent_retries:
-        problems.append(
-            f"parents retried {batch.parent_retries}x, expected {expected.parent_retries}"
-        )
-    return Summary(expected, states, batch.parent_retries, list(rows.values()), problems)
+        problems.append(f"parents retried {batch.parent_retries}x, expected {expected.parent_retries}")
+    return Summary(
+        expected, states, batch.parent_retries, list(rows.values()), problems, _throttle_stats(batch, rows)
+    )

@@ -15,6 +15,7 @@ from celery_defer.settings import read_settings
 from example_project import results
 from example_project.app import app, configure, redis_db_url
 from example_project.check import check, count_skips
+from example_project.functions import FLOW_LIMITS
 from example_project.orders import order_placed
 from example_project.plan import Expectations, expectations, order_plan
 from example_project.progress import ProgressBar
@@ -33,14 +34,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds for the whole batch (default 120)"
     )
-    parser.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--concurrency", type=int, default=4,
+        help="worker processes (default 4: more than the tightest concurrency limits, so they bind)",
+    )  # fmt: skip
     parser.add_argument(
         "--settle", type=float, default=1.0,
         help="seconds to keep watching for extra runs once all expected ones ran (default 1)",
     )  # fmt: skip
-    parser.add_argument(
-        "--keep-log", action="store_true", help="keep the worker log even when all went well"
-    )
+    parser.add_argument("--keep-log", action="store_true", help="keep the worker log even when all went well")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the driver does")
     args = parser.parse_args(argv)
     if args.orders < 1:
@@ -61,16 +63,12 @@ def send_orders(count: int) -> dict[str, int]:
     return sent
 
 
-def _finished(
-    client: redis.Redis, expected: Expectations, orders: dict[str, int]
-) -> tuple[int, int]:
+def _finished(client: redis.Redis, expected: Expectations, orders: dict[str, int]) -> tuple[int, int]:
     """Return (expected deferred runs completed, parents ended for good)."""
     observed = results.load(client)
     done = {(orders[pid], fn) for (pid, fn), n in observed.completed.items() if n and pid in orders}
     ended = sum(
-        1
-        for pid, end in observed.parents.items()
-        if pid in orders and end.outcome in _FINAL_OUTCOMES
+        1 for pid, end in observed.parents.items() if pid in orders and end.outcome in _FINAL_OUTCOMES
     )
     return len(done & expected.pairs), ended
 
@@ -143,7 +141,12 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
         time.sleep(args.settle)
     states = parent_states(orders, wait_s=5.0 if complete else 0.0)
     summary = check(
-        expected, results.load(client), orders, states, count_skips(worker.log_text(), orders)
+        expected,
+        results.load(client),
+        orders,
+        states,
+        count_skips(worker.log_text(), orders),
+        limits=FLOW_LIMITS,
     )
     print()
     print(render(summary, wall_s=time.monotonic() - started, batch_s=batch_s))

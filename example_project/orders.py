@@ -37,7 +37,9 @@ def order_placed(self: Any, order_id: int, email: str, total_cents: int) -> dict
         },
     )
     defer(
-        "score-order", function=score_order, data={"order_id": order_id, "total_cents": total_cents}
+        "score-order",
+        function=score_order,
+        data={"order_id": order_id, "customer": plan.customer, "total_cents": total_cents},
     )
     defer("audit-log", function=audit_log, data={"order_id": order_id, "action": "order_placed"})
     if plan.parent_retries_once and attempt == 0:

@@ -8,13 +8,22 @@ the driver (which checks the outcome against it) agree without talking:
   once, after the retry succeeds (SPEC 4.5);
 - every 5th order sends a malformed address: a call-site skip, no ``send-email`` run;
 - every 4th order's address is greylisted: ``send-email`` fails once, then retries;
-- every 6th order's ``score-order`` asks for a retry once (``RetryAfterError``).
+- every 6th order's ``score-order`` asks for a retry once (``RetryAfterError``);
+- orders come from two business customers in turn (``customer``), the key of
+  ``score-order``'s concurrency limit.
+
+Flow control (``concurrency``, ``throttle``) only delays runs, so it changes
+none of this; :class:`FlowLimits` holds what the driver checks it against.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from celery_defer.durations import parse_duration_s
 
 SEND_EMAIL = "send-email"
 SCORE_ORDER = "score-order"
@@ -27,6 +36,8 @@ DATA_TYPES = {SEND_EMAIL: "Email", SCORE_ORDER: "dict", AUDIT_LOG: "dict"}
 
 #: Mail to this domain is refused on the first delivery attempt.
 GREYLIST_DOMAIN = "greylist.example"
+#: The shop's customers; order ``n`` comes from ``CUSTOMERS[n % 2]``.
+CUSTOMERS = ("acme", "globex")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,10 @@ class OrderPlan:
     @property
     def score_retries_once(self) -> bool:
         return self.order_id % 6 == 0
+
+    @property
+    def customer(self) -> str:
+        return CUSTOMERS[self.order_id % len(CUSTOMERS)]
 
     @property
     def email(self) -> str:
@@ -122,3 +137,43 @@ def expectations(orders: int) -> Expectations:
         expected.retries.update(plan.expected_retries())
         expected.skips.update(plan.expected_skips())
     return expected
+
+
+def _key_text(key: object) -> str | None:
+    return key if key is None or isinstance(key, str) else "a key function"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    """The flow-control limits of one deferred function, as its config states them.
+
+    Attributes:
+        concurrency: most runs executing at once, or ``None`` for no limit.
+        concurrency_key: the limit's key expression (then the limit holds per key value).
+        throttle: ``(limit, period in seconds, burst)`` of run starts, or ``None``.
+    """
+
+    concurrency: int | None = None
+    concurrency_key: str | None = None
+    throttle: tuple[int, float, int] | None = None
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> FlowLimits:
+        """Read the ``concurrency`` (one limit) and ``throttle`` keys of a deferred function's config."""
+        concurrency = config.get("concurrency")
+        if isinstance(concurrency, int):
+            concurrency = {"limit": concurrency}
+        throttle = config.get("throttle")
+        return cls(
+            concurrency=None if concurrency is None else concurrency["limit"],
+            concurrency_key=None if concurrency is None else _key_text(concurrency.get("key")),
+            throttle=None
+            if throttle is None
+            else (throttle["limit"], parse_duration_s(throttle["period"]), throttle.get("burst", 1)),
+        )
+
+    def describe_throttle(self) -> str:
+        if self.throttle is None:
+            return "none"
+        limit, period_s, burst = self.throttle
+        return f"{limit} per {period_s:g}s, burst {burst}"

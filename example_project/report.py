@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from example_project.check import FunctionRow, Summary, percentile
+from example_project.check import FunctionRow, Summary, ThrottleStats, percentile
 
 _COLUMNS = (
     ("function", 12), ("expected", 8), ("completed", 9), ("missing", 7), ("extra", 5),
-    ("dup", 3), ("retries", 7), ("skips", 7), ("p50 ms", 7), ("p95 ms", 7),
+    ("dup", 3), ("retries", 7), ("skips", 7), ("p50 ms", 7), ("p95 ms", 7), ("max conc", 8),
 )  # fmt: skip
 #: Columns whose header reads "seen/expected".
 _RATIO_NOTE = "retries and skips read seen/expected; skips are call-site skips (bad data)"
+_CONCURRENCY_NOTE = "max conc reads most runs seen executing at once/concurrency limit, - for none"
 
 
 def _ms(value: int | None) -> str:
@@ -36,7 +37,28 @@ def _row(row: FunctionRow) -> list[str]:
         f"{row.skips}/{row.skips_expected}",
         _ms(row.percentile_ms(50)),
         _ms(row.percentile_ms(95)),
+        f"{row.max_active}/{_ms(row.limits.concurrency)}",
     ]
+
+
+def _keyed_note(summary: Summary) -> str:
+    keyed = [
+        f"{row.function}'s limit holds per {row.limits.concurrency_key}"
+        for row in summary.rows
+        if row.limits.concurrency is not None and row.limits.concurrency_key
+    ]
+    return f"{_CONCURRENCY_NOTE}; {', '.join(keyed)}" if keyed else _CONCURRENCY_NOTE
+
+
+def _throttle_line(stats: ThrottleStats) -> str:
+    rate = "-" if stats.per_s is None else f"{stats.per_s:.1f}/s"
+    assert stats.limits.throttle is not None
+    _, period_s, _ = stats.limits.throttle
+    return (
+        f"throttle of {stats.function} ({stats.limits.describe_throttle()}): {stats.starts} run starts over "
+        f"{stats.span_s:.1f}s, {rate} on average, at most {stats.peak} in any {period_s:g}s "
+        "(informational)"
+    )
 
 
 def _total(summary: Summary) -> list[str]:
@@ -50,6 +72,7 @@ def _total(summary: Summary) -> list[str]:
         f"{sum(r.skips for r in rows)}/{sum(r.skips_expected for r in rows)}",
         _ms(percentile(latencies, 50)),
         _ms(percentile(latencies, 95)),
+        "",
     ]  # fmt: skip
 
 
@@ -71,9 +94,11 @@ def render(summary: Summary, *, wall_s: float, batch_s: float) -> str:
         *(_line(_row(row)) for row in summary.rows),
         _line(_total(summary)),
         f"({_RATIO_NOTE})",
+        f"({_keyed_note(summary)})",
         "",
         f"latency parent finish -> deferred start: p50 {_ms(percentile(latencies, 50))} ms, "
         f"p95 {_ms(percentile(latencies, 95))} ms over {len(latencies)} runs",
+        *(_throttle_line(stats) for stats in summary.throttles),
     ]
     if summary.ok:
         lines.append("RESULT: OK - every expected deferred run ran exactly once")

@@ -5,6 +5,9 @@
 - ``example:completed`` (hash): ``<parent run id>|<function>`` -> handler completions.
 - ``example:parents`` (hash): parent run id -> JSON of its last attempt's end
   (order id, attempt, outcome, finish time in ms).
+- ``example:active:<function>[:<key value>]`` (counter): handlers of the function
+  executing right now (per key value when its concurrency limit has a key).
+- ``example:max-active`` (hash): function -> the most handlers seen executing at once.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -27,6 +31,8 @@ PREFIX = "example:"
 ATTEMPTS = f"{PREFIX}attempts"
 COMPLETED = f"{PREFIX}completed"
 PARENTS = f"{PREFIX}parents"
+ACTIVE = f"{PREFIX}active:"
+MAX_ACTIVE = f"{PREFIX}max-active"
 #: The demo's keys expire a day after their last write, on a Redis it shares.
 TTL_S = 24 * 3600
 
@@ -72,11 +78,37 @@ def record_completion(app: Celery, *, parent_id: str, function: str) -> None:
     _write(app, COMPLETED, lambda pipe: pipe.hincrby(COMPLETED, f"{parent_id}|{function}", 1))
 
 
-def record_parent_end(
-    app: Celery, *, run_id: str, order_id: int, attempt: int, outcome: str
-) -> None:
+def record_parent_end(app: Celery, *, run_id: str, order_id: int, attempt: int, outcome: str) -> None:
     entry = {"order": order_id, "attempt": attempt, "outcome": outcome, "finish_ms": now_ms()}
     _write(app, PARENTS, lambda pipe: pipe.hset(PARENTS, run_id, json.dumps(entry)))
+
+
+#: INCR the active counter and raise the function's high-water mark, in one step.
+_ENTER_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if n > tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[2], ARGV[1], n)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return n
+"""
+
+
+@contextmanager
+def running(app: Celery, function: str, *, key: str | None = None) -> Iterator[int]:
+    """Count a handler as executing while the block runs; yield how many run now (itself included).
+
+    Pass ``key`` (the value of the function's concurrency key) to count per key
+    value, which is what a keyed limit bounds.
+    """
+    client = client_for(app)
+    counter = f"{ACTIVE}{function}" if key is None else f"{ACTIVE}{function}:{key}"
+    now_active = int(client.eval(_ENTER_SCRIPT, 2, counter, MAX_ACTIVE, function, TTL_S))
+    try:
+        yield now_active
+    finally:
+        client.decr(counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +136,8 @@ class Observed:
     attempts: list[Attempt]
     completed: dict[tuple[str, str], int]
     parents: dict[str, ParentEnd]
+    #: function -> the most handlers seen executing at once (per key value if keyed).
+    max_active: dict[str, int] = field(default_factory=dict)
 
 
 def load(client: redis.Redis) -> Observed:
@@ -112,26 +146,24 @@ def load(client: redis.Redis) -> Observed:
     pipe.lrange(ATTEMPTS, 0, -1)
     pipe.hgetall(COMPLETED)
     pipe.hgetall(PARENTS)
-    raw_attempts, raw_completed, raw_parents = pipe.execute()
+    pipe.hgetall(MAX_ACTIVE)
+    raw_attempts, raw_completed, raw_parents, raw_max_active = pipe.execute()
     attempts = []
     for raw in raw_attempts:
         doc = json.loads(raw)
         attempts.append(
-            Attempt(
-                doc["run"], doc["parent"], doc["fn"], doc["attempt"], doc["start_ms"], doc["saw"]
-            )
+            Attempt(doc["run"], doc["parent"], doc["fn"], doc["attempt"], doc["start_ms"], doc["saw"])
         )
     completed: dict[tuple[str, str], int] = {}
-    for field, count in raw_completed.items():
-        parent_id, _, function = field.decode().partition("|")
+    for name, count in raw_completed.items():
+        parent_id, _, function = name.decode().partition("|")
         completed[(parent_id, function)] = int(count)
     parents = {}
     for run_id, raw in raw_parents.items():
         doc = json.loads(raw)
-        parents[run_id.decode()] = ParentEnd(
-            doc["order"], doc["attempt"], doc["outcome"], doc["finish_ms"]
-        )
-    return Observed(attempts, completed, parents)
+        parents[run_id.decode()] = ParentEnd(doc["order"], doc["attempt"], doc["outcome"], doc["finish_ms"])
+    max_active = {function.decode(): int(count) for function, count in raw_max_active.items()}
+    return Observed(attempts, completed, parents, max_active)
 
 
 def clear(client: redis.Redis, *, patterns: tuple[str, ...] = (f"{PREFIX}*",)) -> int:

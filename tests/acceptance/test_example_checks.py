@@ -1,4 +1,5 @@
-"""The example's verdict is not vacuous: ``check`` flags missing, extra and duplicate runs."""
+"""The example's verdict is not vacuous: ``check`` flags missing, extra and duplicate runs
+and runs beyond a concurrency limit."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ from collections import Counter
 
 import pytest
 
-from example_project.check import check, count_skips, percentile
-from example_project.plan import DATA_TYPES, SEND_EMAIL, expectations, order_plan
+from example_project.check import Summary, check, count_skips, peak_in_window, percentile
+from example_project.functions import FLOW_LIMITS
+from example_project.plan import (
+    AUDIT_LOG,
+    DATA_TYPES,
+    SCORE_ORDER,
+    SEND_EMAIL,
+    FlowLimits,
+    expectations,
+    order_plan,
+)
 from example_project.results import Attempt, Observed, ParentEnd
 
 ORDERS = 12
@@ -27,7 +37,8 @@ def _perfect_run() -> tuple[Observed, dict[str, str], Counter[str]]:
         retries = order_plan(order_id).expected_retries()[fn]
         for number in range(retries + 1):
             saw = {"type": DATA_TYPES[fn]}
-            attempts.append(Attempt(f"run-{order_id}-{fn}", _parent_id(order_id), fn, number, 1_100, saw))
+            start_ms = 1_100 + 50 * order_id  # send-email: 20 starts a second
+            attempts.append(Attempt(f"run-{order_id}-{fn}", _parent_id(order_id), fn, number, start_ms, saw))
     completed = {(_parent_id(order_id), fn): 1 for order_id, fn in expected.pairs}
     parents = {
         _parent_id(o): ParentEnd(o, order_plan(o).parent_attempts - 1, "x", 1_000)
@@ -37,14 +48,73 @@ def _perfect_run() -> tuple[Observed, dict[str, str], Counter[str]]:
         _parent_id(o): "FAILURE" if order_plan(o).fails_after_deferring else "SUCCESS"
         for o in range(1, ORDERS + 1)
     }
-    return Observed(attempts, completed, parents), states, Counter(expected.skips)
+    max_active = {SEND_EMAIL: 3, SCORE_ORDER: 2, AUDIT_LOG: 4}
+    return Observed(attempts, completed, parents, max_active), states, Counter(expected.skips)
+
+
+def _check(observed: Observed, states: dict[str, str], skips: Counter[str]) -> Summary:
+    return check(expectations(ORDERS), observed, ORDERS_BY_PARENT, states, skips, limits=FLOW_LIMITS)
 
 
 def test_a_perfect_run_passes() -> None:
     observed, states, skips = _perfect_run()
-    summary = check(expectations(ORDERS), observed, ORDERS_BY_PARENT, states, skips)
+    summary = _check(observed, states, skips)
     assert summary.ok, summary.problems
-    assert summary.latencies_ms() and set(summary.latencies_ms()) == {100}
+    assert sorted(set(summary.latencies_ms())) == [100 + 50 * o for o in range(1, ORDERS + 1)]
+    assert {row.function: row.max_active for row in summary.rows} == {
+        SEND_EMAIL: 3,
+        SCORE_ORDER: 2,
+        AUDIT_LOG: 4,
+    }
+
+
+def test_the_shop_uses_concurrency_and_throttle() -> None:
+    assert FLOW_LIMITS[SEND_EMAIL] == FlowLimits(concurrency=3, throttle=(20, 1.0, 5))
+    assert FLOW_LIMITS[SCORE_ORDER] == FlowLimits(concurrency=2, concurrency_key="event.data.customer")
+    assert FLOW_LIMITS[AUDIT_LOG] == FlowLimits()
+    assert {order_plan(o).customer for o in range(1, 5)} == {"acme", "globex"}
+
+
+@pytest.mark.parametrize(
+    ("function", "seen", "problem"),
+    [
+        (SEND_EMAIL, 4, "send-email: 4 runs executed at once, concurrency limit 3"),
+        (SCORE_ORDER, 3, "score-order: 3 runs executed at once per event.data.customer, concurrency limit 2"),
+        (AUDIT_LOG, 0, "audit-log: no handler was seen executing"),
+    ],
+)
+def test_concurrency_beyond_the_limit_or_unobserved_is_flagged(
+    function: str, seen: int, problem: str
+) -> None:
+    observed, states, skips = _perfect_run()
+    observed.max_active[function] = seen
+    summary = _check(observed, states, skips)
+    assert not summary.ok
+    assert any(problem in line for line in summary.problems), summary.problems
+
+
+def test_throttle_figures_are_reported_not_judged() -> None:
+    observed, states, skips = _perfect_run()
+    summary = _check(observed, states, skips)
+    (stats,) = summary.throttles
+    sends = expectations(ORDERS).runs[SEND_EMAIL]
+    assert (stats.function, stats.starts, stats.peak) == (SEND_EMAIL, sends, sends)
+    assert stats.per_s is not None and stats.per_s < 20
+    # Starts far beyond the throttle: still no problem, only figures.
+    squeezed = [
+        Attempt(a.run_id, a.parent_id, a.function, a.attempt, 1_000, a.saw) for a in observed.attempts
+    ]
+    summary = _check(
+        Observed(squeezed, observed.completed, observed.parents, observed.max_active), states, skips
+    )
+    assert summary.ok, summary.problems
+    assert summary.throttles[0].peak == sends and summary.throttles[0].per_s is None
+
+
+def test_peak_in_window_counts_a_half_open_window() -> None:
+    assert peak_in_window([], 1000) == 0
+    assert peak_in_window([0, 999, 1000, 1500, 1998, 1999], 1000) == 4
+    assert peak_in_window([0, 1000, 2000], 1000) == 1
 
 
 @pytest.mark.parametrize(
@@ -65,7 +135,7 @@ def test_a_perfect_run_passes() -> None:
 def test_wrong_runs_are_flagged(mutate: object, problem: str) -> None:
     observed, states, skips = _perfect_run()
     mutate(observed)  # type: ignore[operator]
-    summary = check(expectations(ORDERS), observed, ORDERS_BY_PARENT, states, skips)
+    summary = _check(observed, states, skips)
     assert not summary.ok
     assert any(problem in line for line in summary.problems), summary.problems
 

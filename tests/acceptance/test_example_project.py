@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from example_project.functions import FLOW_LIMITS
 from example_project.plan import FUNCTIONS, expectations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,10 +61,20 @@ def test_main_job_runs_every_expected_deferred_run_exactly_once() -> None:
     for fn in FUNCTIONS:
         runs, retries, skips = BY_HAND[fn]
         cells = _table_row(output, fn)
-        # function expected completed missing extra dup retries skips p50 p95
+        # function expected completed missing extra dup retries skips p50 p95 max-conc
         assert cells[1:8] == [
             str(runs), str(runs), "0", "0", "0", f"{retries}/{retries}", f"{skips}/{skips}"
         ], report  # fmt: skip
         assert all(cell.lstrip("-").isdigit() for cell in cells[8:10]), report
+        seen, _, limit = cells[10].partition("/")
+        assert limit == str(FLOW_LIMITS[fn].concurrency or "-"), report
+        assert 1 <= int(seen) <= (FLOW_LIMITS[fn].concurrency or runs), report
+    assert "max conc reads most runs seen executing at once/concurrency limit" in output, report
+    assert "score-order's limit holds per event.data.customer" in output, report
+    assert re.search(
+        r"^throttle of send-email \(20 per 1s, burst 5\): 16 run starts over [\d.]+s, .*\(informational\)$",
+        output,
+        re.MULTILINE,
+    ), report
     assert "RESULT: OK" in output, report
     assert "worker stopped (exit code 0)" in output, report
