@@ -28,7 +28,7 @@ class _Skip(Exception):
     """A call-site rule refused the call; the message is the reason."""
 
 
-def defer(id: str, *, function: Any, data: Mapping[str, Any] | BaseModel | None = None) -> None:
+def defer(id: str, *, function: Any = None, data: Mapping[str, Any] | BaseModel | None = None) -> None:
     """Run ``function`` with ``data`` once the current parent run finalizes.
 
     Synchronous and fire-and-forget: it returns ``None``, never raises, and the
@@ -69,16 +69,18 @@ def _build_record(capture: RunCapture, defer_id: object, function: Any, data: ob
         raise _Skip("the id contains control characters")
     options: FunctionOptions | None = getattr(function, "__celery_defer_options__", None)
     if options is None:
+        if function is None:
+            raise _Skip("no function given: pass function=<a function made by create_defer>")
         raise _Skip(f"function {function!r} was not made by celery_defer.create_defer")
-    if defer_id in capture.earlier_ids:
-        logger.debug("defer(%r) already recorded by an earlier attempt; kept", defer_id)
-        return None
     if defer_id in capture.ids:
         logger.warning(
             "defer(%r) skipped in run %s: the id was already used in this run; the first call's data is kept",
             defer_id,
             capture.parent.run_id,
         )
+        return None
+    if defer_id in capture.earlier_ids:
+        logger.debug("defer(%r) already recorded by an earlier attempt; kept", defer_id)
         return None
     settings = capture.settings
     if capture.total >= settings.max_per_run:

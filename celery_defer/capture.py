@@ -27,7 +27,9 @@ class RunCapture:
         parent: the run the attempt belongs to.
         app: the Celery app of the parent task.
         eager: the attempt runs in-process (``task_always_eager`` or ``.apply()``).
-        earlier_ids: defer ids recorded by earlier attempts of the same run.
+        earlier_ids: defer ids already in the outbox (earlier attempts, or this
+            one once recorded).
+        earlier_unknown: the outbox could not be read when the attempt began.
         records: this attempt's accepted defers, in call order.
         final: set when the attempt ends: whether the run finalizes with it.
     """
@@ -39,6 +41,7 @@ class RunCapture:
     records: list[DeferRecord] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     final: bool = False
+    earlier_unknown: bool = False
     _settings: Settings | None = None
 
     @property

@@ -164,7 +164,7 @@ def validate_config(config: object) -> FunctionOptions:
         raise ConfigurationError(f"config must be a dict, got {type(config).__name__}", key="config")
     _check_keys(config)
     fn_id = config.get("id")
-    if not isinstance(fn_id, str) or not _ID_RE.match(fn_id):
+    if not isinstance(fn_id, str) or not _ID_RE.fullmatch(fn_id):
         raise _fail("id", f"required; letters, digits, '-', '_', '.', ':' only; got {fn_id!r}")
     name = config.get("name", fn_id)
     if not isinstance(name, str) or not name.strip():

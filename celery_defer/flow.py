@@ -129,6 +129,19 @@ class FlowControl:
         admission.reason = f"{spec.kind}: {why}" if why else spec.kind
         return admission
 
+    def abandon(self, keys: KeySpace, event: Any, run_id: str) -> None:
+        """Leave every slot and waiting line the run may be in; best effort.
+
+        For a run that ends before its handler starts (a start timeout, an
+        error), so that it does not keep a place in line until that expires.
+        """
+        for spec, guard in self.rules:
+            if spec.holds:
+                try:
+                    guard.release(self._redis_key(keys, spec, event), holder=run_id)
+                except Exception:
+                    logger.debug("could not leave %s for run %s", spec.slot, run_id, exc_info=True)
+
     @staticmethod
     def release(held: Sequence[tuple[Guard, str]], run_id: str, run_s: float | None = None) -> None:
         """Give back the leases a run held; failures are logged, leases expire anyway."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
 from celery_defer.backoff import backoff_delay_s, retry_after_delay_s
 from celery_defer.call import defer
@@ -26,10 +26,13 @@ from celery_defer.limits.lease_keeper import default_keeper
 from celery_defer.settings import settings_for
 from celery_defer.store import RedisStore, store_for
 from celery_defer.task import DeferTask, Requeued
+from celery_defer.timeouts import check_timeouts, now_ms, remaining_time_limits
 
 logger = logging.getLogger(__name__)
 
 _HOST = socket.gethostname()
+
+Claim = tuple[RedisStore, str]
 
 
 class DuplicateRun(Ignore):  # type: ignore[misc]
@@ -48,24 +51,23 @@ class DeferredFunction(DeferTask):
     __celery_defer_options__: ClassVar[FunctionOptions]
     handler: Callable[[Any], Any]
 
-    def execute(
-        self,
-        event: dict[str, Any],
-        parent: dict[str, Any],
-        enqueued_ms: int | None = None,
-        started_ms: int | None = None,
-        passed: list[str] | None = None,
-    ) -> Any:
-        """Run one attempt of a deferred run (the body of the task)."""
+    def execute(self, **message: Any) -> Any:
+        """Run one attempt of a deferred run (the body of the task).
+
+        ``message`` holds ``event`` and ``parent``, and as the run goes on
+        ``enqueued_ms``, ``started_ms`` and ``passed`` (guards already passed).
+        """
         request = self.request
-        self._check_timeouts(time.time_ns() // 1_000_000, enqueued_ms, started_ms)
         if request.is_eager:
             # In-process runs are for tests and scripts: no claims, no flow control.
-            return self._attempt(event, parent, started_ms, passed or [], None)
-        store = store_for(self.app)
-        holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        lease_ms = int(store.settings.lease_s * 1000)
-        claim = store.claim_run(request.id, holder, lease_ms=lease_ms)
+            return self._attempt(message, None)
+        try:
+            store = store_for(self.app)
+            holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+            lease_ms = int(store.settings.lease_s * 1000)
+            claim = store.claim_run(request.id, holder, lease_ms=lease_ms, attempt=request.retries or 0)
+        except Exception as exc:
+            return self._fail_or_retry(exc, None, message)
         if claim.state == "done":
             logger.info(
                 "deferred run %s of %r is a copy of a run that already %s; acknowledged",
@@ -76,67 +78,61 @@ class DeferredFunction(DeferTask):
             store.count(f"duplicate:{self.__celery_defer_options__.id}")
             raise DuplicateRun(f"already {claim.detail}")
         if claim.state == "busy":
-            self.requeue(delay_s=claim.busy_for_s + 0.05, reason="another copy is running")
+            self.requeue(delay_s=claim.busy_for_s + 0.05, reason="another copy has the run")
         with _hold_claim(store, request.id, holder, lease_ms):
-            return self._attempt(event, parent, started_ms, passed or [], (store, holder))
-
-    def _check_timeouts(self, now_ms: int, enqueued_ms: int | None, started_ms: int | None) -> None:
-        options = self.__celery_defer_options__
-        start_s, finish_s = options.start_timeout_s, options.finish_timeout_s
-        if start_s is not None and started_ms is None and enqueued_ms is not None:
-            waited_s = (now_ms - enqueued_ms) / 1000
-            if waited_s > start_s:
-                raise DeferredRunTimeoutError(
-                    f"not started within timeouts.start={start_s}s (waited {waited_s:.3f}s)"
-                )
-        if finish_s is not None and started_ms is not None:
-            ran_s = (now_ms - started_ms) / 1000
-            if ran_s > finish_s:
-                raise DeferredRunTimeoutError(
-                    f"not finished within timeouts.finish={finish_s}s (running {ran_s:.3f}s)"
-                )
+            return self._attempt(message, (store, holder))
 
     def _flow(self, store: RedisStore) -> FlowControl:
         cached: tuple[RedisStore, FlowControl] | None = self.__dict__.get("_flow_cache")
         if cached is None or cached[0] is not store:
             options = self.__celery_defer_options__
-            cached = (
-                store,
-                FlowControl(options.id, options.flow, store.limits, lease_s=store.settings.lease_s),
-            )
+            flow = FlowControl(options.id, options.flow, store.limits, lease_s=store.settings.lease_s)
+            cached = (store, flow)
             self.__dict__["_flow_cache"] = cached
         return cached[1]
 
-    def _attempt(
-        self,
-        event: dict[str, Any],
-        parent: dict[str, Any],
-        started_ms: int | None,
-        passed: list[str],
-        claim: tuple[RedisStore, str] | None,
-    ) -> Any:
+    def _admit(self, message: dict[str, Any], payload: Any, claim: Claim) -> Admission:
+        event = message["event"]
+        flow_event = DeferEvent(event["name"], payload, event["id"], event["ts"])
+        store = claim[0]
+        flow = self._flow(store)
+        try:
+            check_timeouts(self.__celery_defer_options__, message)
+        except DeferredRunTimeoutError:
+            flow.abandon(store.keys, flow_event, self.request.id)
+            raise
+        passed = list(message.get("passed") or [])
+        seq = int(event.get("seq", 0))
+        return flow.admit(store.keys, flow_event, self.request.id, passed, event["data"], seq)
+
+    def _attempt(self, message: dict[str, Any], claim: Claim | None) -> Any:
         options = self.__celery_defer_options__
         run_id: str = self.request.id
-        admission = Admission("proceed", passed=passed)
+        admission = Admission("proceed", passed=list(message.get("passed") or []))
         try:
-            payload = validate_payload(options.schema, event["data"])
+            payload = validate_payload(options.schema, message["event"]["data"])
             if claim is not None and options.flow:
-                flow_event = DeferEvent(event["name"], payload, event["id"], event["ts"])
-                admission = self._flow(claim[0]).admit(
-                    claim[0].keys, flow_event, run_id, passed, event["data"], int(event.get("seq", 0))
-                )
+                admission = self._admit(message, payload, claim)
                 if admission.action == "proceed" and admission.payload is not None:
-                    event = {**event, "data": json.loads(admission.payload)}
+                    event = {**message["event"], "data": json.loads(admission.payload)}
+                    message = {**message, "event": event}
                     payload = validate_payload(options.schema, event["data"])
+            else:
+                check_timeouts(self.__celery_defer_options__, message)
         except Exception as exc:
-            self._fail_or_retry(exc, claim, event, parent, started_ms, passed)
+            return self._fail_or_retry(exc, claim, message)
         if admission.action != "proceed":
             assert claim is not None
-            return self._hold_back(admission, claim, event, parent)
+            return self._hold_back(admission, claim, message)
         if admission.preempted:
             logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
             self.app.control.revoke(admission.preempted, terminate=True)
-        started_ms = started_ms or time.time_ns() // 1_000_000
+        message = {
+            **message,
+            "started_ms": message.get("started_ms") or now_ms(),
+            "passed": admission.passed,
+        }
+        event, parent = message["event"], message["parent"]
         context = DeferContext(
             event=DeferEvent(event["name"], payload, event["id"], event["ts"]),
             run_id=run_id,
@@ -151,61 +147,78 @@ class DeferredFunction(DeferTask):
                 result = invoke_handler(self.handler, context)
         except Exception as exc:
             FlowControl.release(admission.held, run_id, time.monotonic() - began)
-            self._fail_or_retry(exc, claim, event, parent, started_ms, admission.passed)
+            return self._fail_or_retry(exc, claim, message)
         FlowControl.release(admission.held, run_id, time.monotonic() - began)
-        if claim is not None:
-            claim[0].finish_run(run_id, claim[1], outcome="succeeded")
+        self._finish_after_recording(claim, "succeeded")
         return result
 
-    def _hold_back(
-        self,
-        admission: Admission,
-        claim: tuple[RedisStore, str],
-        event: dict[str, Any],
-        parent: dict[str, Any],
-    ) -> Any:
+    def _finish_after_recording(self, claim: Claim | None, outcome: str) -> None:
+        # The run is marked done only once the defers its handler made are in the
+        # outbox (see on_attempt_recorded): a kill in between re-runs it rather
+        # than lose them.
+        if claim is not None:
+            self.request.celery_defer_finish = (claim, outcome)
+
+    def on_attempt_recorded(self, request: Any, *, final: bool) -> None:
+        pending = getattr(request, "celery_defer_finish", None)
+        if pending is None:
+            return
+        request.celery_defer_finish = None
+        (store, holder), outcome = pending
+        try:
+            store.finish_run(request.id, holder, outcome=outcome)
+        except Exception:
+            logger.warning("deferred run %s %s, but could not mark it so", request.id, outcome, exc_info=True)
+
+    def _hold_back(self, admission: Admission, claim: Claim, message: dict[str, Any]) -> Any:
         options = self.__celery_defer_options__
         store, holder = claim
         run_id: str = self.request.id
         if admission.action == "drop":
             logger.info("deferred run %s of %r dropped: %s", run_id, options.id, admission.reason)
             store.count(f"dropped:{options.id}:{admission.kind}")
-            store.finish_run(run_id, holder, outcome="dropped")
+            self._finish_after_recording(claim, "dropped")
             return {"dropped": admission.reason}
-        store.finish_run(run_id, holder, outcome="")
-        kwargs = {**self.request.kwargs, "event": event, "passed": admission.passed}
-        self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=kwargs)
+        try:
+            store.finish_run(run_id, holder, outcome="")
+        except Exception:
+            logger.warning("deferred run %s: could not release its claim", run_id, exc_info=True)
+        self.requeue(
+            delay_s=admission.delay_s, reason=admission.reason, kwargs={**message, "passed": admission.passed}
+        )
 
-    def _fail_or_retry(
-        self,
-        exc: Exception,
-        claim: tuple[RedisStore, str] | None,
-        event: dict[str, Any],
-        parent: dict[str, Any],
-        started_ms: int | None,
-        passed: list[str],
-    ) -> None:
+    def _fail_or_retry(self, exc: Exception, claim: Claim | None, message: dict[str, Any]) -> None:
         """End the attempt that raised ``exc``: a retry, or the run's final failure."""
         options = self.__celery_defer_options__
-        run_id: str = self.request.id
-        attempt: int = self.request.retries or 0
+        request = self.request
+        attempt: int = request.retries or 0
         delay_s = self._retry_delay_s(attempt, exc)
-        if claim is not None:
-            claim[0].finish_run(run_id, claim[1], outcome="" if delay_s is not None else "failed")
         if delay_s is None:
+            self._finish_after_recording(claim, "failed")
             raise exc
         logger.info(
             "deferred run %s of %r failed (attempt %d), retrying in %.2fs: %r",
-            run_id,
+            request.id,
             options.id,
             attempt,
             delay_s,
             exc,
         )
-        kwargs = {"event": event, "parent": parent, "started_ms": started_ms, "passed": passed}
-        if self.request.is_eager:
-            raise self._eager_retry(exc, delay_s, kwargs) from exc
-        raise self.retry(exc=exc, countdown=delay_s, max_retries=options.retries, kwargs=kwargs) from exc
+        if request.is_eager:
+            raise self._eager_retry(exc, delay_s, message) from exc
+        if claim is not None:
+            ttl_ms = int((delay_s + claim[0].settings.lease_s) * 1000)
+            try:
+                claim[0].hand_over_run(request.id, claim[1], next_attempt=attempt + 1, ttl_ms=ttl_ms)
+            except Exception:
+                logger.warning("deferred run %s: could not hand its claim over", request.id, exc_info=True)
+        raise self.retry(
+            exc=exc,
+            countdown=delay_s,
+            max_retries=options.retries,
+            kwargs=message,
+            **remaining_time_limits(options, message),
+        ) from exc
 
     def _retry_delay_s(self, attempt: int, exc: Exception) -> float | None:
         """Seconds until the retry ``exc`` calls for, or ``None`` for a final failure."""
@@ -235,13 +248,19 @@ class DeferredFunction(DeferTask):
         """Put this run back on the queue after ``delay_s``, spending no retry.
 
         Raises:
-            Requeued: always; the worker acknowledges this message.
+            Requeued: the worker acknowledges this message; the new one carries the run.
+            Reject: the new message could not be sent; the broker keeps this one
+                when ``acks_late`` is on.
         """
         request = self.request
         signature = self.signature_from_request(
             request, None, kwargs, countdown=max(delay_s, 0.0), retries=request.retries or 0
         )
-        signature.apply_async()
+        try:
+            signature.apply_async()
+        except Exception as exc:
+            logger.error("deferred run %s could not be put back on the queue: %s", request.id, exc)
+            raise Reject(exc, requeue=True) from exc
         logger.debug("deferred run %s waits %.3fs: %s", request.id, delay_s, reason)
         raise Requeued(reason)
 
@@ -262,5 +281,5 @@ def _hold_claim(store: RedisStore, run_id: str, holder: str, lease_ms: int) -> I
         keeper.unregister(token)
 
 
-def _execute(self: DeferredFunction, **kwargs: Any) -> Any:
-    return self.execute(**kwargs)
+def _execute(self: DeferredFunction, **message: Any) -> Any:
+    return self.execute(**message)

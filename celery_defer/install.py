@@ -52,5 +52,8 @@ def _on_failure(sender: Any = None, task_id: str | None = None, exception: Any =
     # ones the main process reports for a child that was killed.
     if _is_defer_task(sender) and task_id and isinstance(exception, _UNRETURNED):
         from celery_defer.lifecycle import finalize_unreturned
+        from celery_defer.task import _requeued_on_timeout
 
+        if isinstance(exception, TimeLimitExceeded) and _requeued_on_timeout(sender):
+            return
         finalize_unreturned(sender.app, task_id)

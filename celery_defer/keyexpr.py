@@ -29,7 +29,7 @@ def compile_key(expr: object, *, config_key: str) -> KeyFunction:
     """
     if callable(expr):
         return lambda event: _as_text(expr(event), config_key)
-    if isinstance(expr, str) and _PATH_RE.match(expr):
+    if isinstance(expr, str) and _PATH_RE.fullmatch(expr):
         parts = expr.split(".")[1:]
         return lambda event: _as_text(_walk(event, parts, expr), config_key)
     raise ValueError(

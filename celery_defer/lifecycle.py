@@ -16,7 +16,6 @@ from celery import Celery
 
 from celery_defer.capture import RunCapture
 from celery_defer.dispatch import publish, run_eagerly
-from celery_defer.errors import CeleryDeferError, StoreUnavailableError
 from celery_defer.memory_store import eager_outbox
 from celery_defer.records import DeferRecord, ParentRef
 from celery_defer.store import store_for
@@ -37,15 +36,17 @@ def begin_attempt(app: Celery, request: Any, task_name: str) -> RunCapture:
     run_id: str = request.id
     eager = bool(request.is_eager)
     parent = ParentRef(run_id, request.root_id or run_id, task_name)
-    earlier: frozenset[str] = frozenset()
+    capture = RunCapture(parent=parent, app=app, eager=eager)
     delivery = request.delivery_info or {}
     if request.retries or delivery.get("redelivered") or eager:
         try:
-            earlier = frozenset(_outbox(app, eager).recorded_ids(run_id))
-        except CeleryDeferError:
-            # Redis keeps first-wins on its own (HSETNX); only the count is unknown.
+            capture.earlier_ids = frozenset(_outbox(app, eager).recorded_ids(run_id))
+        except Exception:
+            # Redis keeps first-wins on its own (HSETNX); what is unknown is the
+            # count, and whether the run has defers to finalize: assume it does.
             logger.warning("could not read earlier defers of run %s", run_id, exc_info=True)
-    return RunCapture(parent=parent, app=app, eager=eager, earlier_ids=earlier)
+            capture.earlier_unknown = True
+    return capture
 
 
 def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
@@ -55,12 +56,12 @@ def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
     its own defers straight away rather than lose them.
     """
     capture.final = final
-    if not capture.records and not capture.earlier_ids:
+    if not capture.records and not capture.earlier_ids and not capture.earlier_unknown:
         return []
     run_id = capture.parent.run_id
     try:
-        return _outbox(capture.app, capture.eager).record(run_id, capture.records, final=final)
-    except CeleryDeferError as exc:
+        records = _outbox(capture.app, capture.eager).record(run_id, capture.records, final=final)
+    except Exception as exc:
         ids = [record.defer_id for record in capture.records]
         if final:
             logger.error(
@@ -72,6 +73,11 @@ def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
             return list(capture.records)
         logger.error("run %s: defers %s lost: could not record them: %s", run_id, ids, exc)
         return []
+    # Recorded: a later end of the same attempt (retry() then the Retry it
+    # raises) must not record them again, and the run now has defers to finalize.
+    capture.earlier_ids |= {record.defer_id for record in capture.records}
+    capture.records = []
+    return records
 
 
 def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: bool) -> None:
@@ -94,7 +100,7 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
         return
     try:
         store_for(app).complete(run_id)
-    except StoreUnavailableError:
+    except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
 
 
@@ -105,7 +111,7 @@ def finalize_unreturned(app: Celery, run_id: str) -> None:
     """
     try:
         records = store_for(app).finalize(run_id)
-    except CeleryDeferError:
+    except Exception:
         logger.error("run %s ended but its defers could not be read", run_id, exc_info=True)
         return
     if records:

@@ -9,7 +9,7 @@ from celery import Celery
 
 from celery_defer.errors import ConfigurationError
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True)

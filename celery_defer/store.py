@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from celery_defer import keys
-from celery_defer.errors import StoreUnavailableError
+from celery_defer.errors import ConfigurationError, StoreUnavailableError
 from celery_defer.limits.redis_backend import RedisLimitBackend
 from celery_defer.records import DeferRecord, decode_outbox
 from celery_defer.settings import Settings, settings_for
@@ -56,6 +56,7 @@ class RedisStore:
         self._run_claim = client.register_script(load_lua("run_claim"))
         self._run_finish = client.register_script(load_lua("run_finish"))
         self._run_renew = client.register_script(load_lua("run_renew"))
+        self._run_retry = client.register_script(load_lua("run_retry"))
         self.limits = RedisLimitBackend(client)
 
     # -- parent runs: the outbox -------------------------------------------------
@@ -118,10 +119,11 @@ class RedisStore:
 
     # -- deferred runs: claims and outcomes --------------------------------------
 
-    def claim_run(self, run_id: str, holder: str, *, lease_ms: int) -> ClaimResult:
+    def claim_run(self, run_id: str, holder: str, *, lease_ms: int, attempt: int) -> ClaimResult:
+        """Claim a deferred run for ``holder`` before its handler starts."""
         try:
             reply = self._run_claim(
-                keys=[self.keys.claim(run_id), self.keys.done(run_id)], args=[holder, lease_ms]
+                keys=[self.keys.claim(run_id), self.keys.done(run_id)], args=[holder, lease_ms, attempt]
             )
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"claiming deferred run {run_id}: {exc}") from exc
@@ -134,6 +136,13 @@ class RedisStore:
             return bool(self._run_renew(keys=[self.keys.claim(run_id)], args=[holder, lease_ms]))
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"renewing deferred run {run_id}: {exc}") from exc
+
+    def hand_over_run(self, run_id: str, holder: str, *, next_attempt: int, ttl_ms: int) -> None:
+        """Reserve the run for its attempt ``next_attempt``, which is about to be sent."""
+        try:
+            self._run_retry(keys=[self.keys.claim(run_id)], args=[holder, next_attempt, ttl_ms])
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"handing deferred run {run_id} to its retry: {exc}") from exc
 
     def finish_run(self, run_id: str, holder: str, *, outcome: str) -> None:
         """Release the claim; a non-empty ``outcome`` marks the run finalized."""
@@ -180,14 +189,20 @@ def store_for(app: Celery) -> RedisStore:
         return store
     url = settings.require_redis_url()
     with _stores_lock:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
+        try:
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",
+                key="defer_redis_url",
+            ) from exc
         store = RedisStore(client, settings)
         app.__dict__["_celery_defer_store"] = store
         return store

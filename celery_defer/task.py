@@ -58,7 +58,8 @@ class DeferTask(Task):  # type: ignore[misc]
             self._end_attempt(request, capture, final=True, now=True)
             raise
         except Exception:
-            self._end_attempt(request, capture, final=True)
+            # Eager callers may re-raise before after_return: send right away.
+            self._end_attempt(request, capture, final=True, now=capture.eager)
             raise
         except BaseException:
             # Terminated mid-attempt (revoke with terminate, a signal): the body never
@@ -71,18 +72,34 @@ class DeferTask(Task):  # type: ignore[misc]
                 )
             raise
         else:
-            self._end_attempt(request, capture, final=True)
+            self._end_attempt(request, capture, final=True, now=capture.eager)
             return result
         finally:
             current_capture.reset(token)
 
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``retry``, after recording this attempt's defers.
+
+        ``Task.retry`` publishes the next attempt before it raises; recording
+        first means that attempt always finds these defers in the outbox.
+        """
+        capture = current_capture.get()
+        request = self.request
+        if capture is not None and capture.parent.run_id == request.id and capture.records:
+            end_attempt(capture, final=False)
+        return super().retry(*args, **kwargs)
+
     def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
         records = end_attempt(capture, final=final)
+        self.on_attempt_recorded(request, final=final)
         if now:
             dispatch(self.app, capture.parent.run_id, records, eager=capture.eager)
         else:
             # after_return runs next (for a final attempt) and sends them.
             request.celery_defer_pending = (capture, records)
+
+    def on_attempt_recorded(self, request: Any, *, final: bool) -> None:
+        """Called once the attempt's defers are safe in the outbox; a hook for subclasses."""
 
     def after_return(
         self,
@@ -96,7 +113,7 @@ class DeferTask(Task):  # type: ignore[misc]
         super().after_return(status, retval, task_id, args, kwargs, einfo)
         pending = getattr(self.request, "celery_defer_pending", None)
         if pending is None or pending[0].parent.run_id != task_id:
-            if status == states.FAILURE:
+            if status == states.FAILURE and not _requeued_on_timeout(self):
                 # Celery calls this from the worker's main process after a hard
                 # time limit killed the attempt: nothing of it was recorded.
                 finalize_unreturned(self.app, task_id)
@@ -105,3 +122,13 @@ class DeferTask(Task):  # type: ignore[misc]
         self.request.celery_defer_pending = None
         if capture.final and status in _FINAL_STATES:
             dispatch(self.app, task_id, records, eager=capture.eager)
+
+
+def _requeued_on_timeout(task: Task) -> bool:
+    """Whether Celery puts a task back on the queue after its hard time limit.
+
+    Celery 5.7 calls ``after_return`` and sends ``task_failure`` for a hard time
+    limit even when the message is requeued (``acks_late`` without
+    ``acks_on_timeout``): the run goes on then, so it does not finalize.
+    """
+    return bool(task.acks_late) and not bool(getattr(task, "acks_on_timeout", True))

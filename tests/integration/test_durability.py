@@ -82,3 +82,23 @@ def test_every_key_the_library_writes_has_a_ttl_or_is_gone(start_worker, app_mod
     assert without_ttl == []
     assert not any(b":outbox:" in key for key in keys)  # dispatched outboxes are deleted
     assert all(r.id for r in results)
+
+
+def test_a_copy_sent_while_the_run_waits_for_its_retry_does_not_start_a_second_chain(
+    start_worker, app_module, seen
+):
+    start_worker()
+    result = app_module.parent.delay({"defers": {"slow-retry": {"retry_after": "2s"}}})
+    wait_for(lambda: seen("run"))  # attempt 0 ran and asked for a retry in 2 s
+    record = DeferRecord(
+        defer_id="slow-retry",
+        task_name="celery_defer.fn.recorder",
+        function_id="recorder",
+        data_json='{"retry_after": "2s"}',
+        ts_ns=0,
+        parent=ParentRef(result.id, result.id, "tests.integration.workerapp.parent"),
+    )
+    publish(app_module.app, [record])  # a stray copy of attempt 0, as recovery might send
+    store = store_for(app_module.app)
+    wait_for(lambda: store.counters().get("duplicate:recorder") == 1, timeout_s=30)
+    assert [run["attempt"] for run in seen("run")] == [0, 1]

@@ -168,3 +168,17 @@ def test_an_async_validator_is_awaited_by_the_receiver(app):
     parent = {"run_id": "p", "task_name": "t", "defer_id": "d"}
     fn.apply(kwargs={"event": event, "parent": parent}).get()
     assert got[0].event.data == {"a": 1, "checked": True}
+
+
+def test_with_eager_propagation_a_failed_parent_still_runs_its_defers(app, make_fn, recorder):
+    fn = make_fn()
+    app.conf.task_eager_propagates = True
+
+    @app.task(lazy=False, shared=False)
+    def parent() -> None:
+        defer("x", function=fn, data={})
+        raise ValueError("parent failed")
+
+    with pytest.raises(ValueError):
+        parent.delay()
+    assert recorder.ids == ["x"]
