@@ -42,6 +42,7 @@ class RunCapture:
     ids: set[str] = field(default_factory=set)
     final: bool = False
     earlier_unknown: bool = False
+    leased: bool = False
     _settings: Settings | None = None
 
     @property

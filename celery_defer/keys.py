@@ -13,6 +13,8 @@ import hashlib
 OUTBOX = "outbox"
 #: Parent runs that finalized and whose defers await dispatch (zset: run id -> due ms).
 FINALIZED = "finalized"
+#: Attempts of parent runs with recorded defers, while they execute (zset: run id -> lease end ms).
+ATTEMPTS = "attempts"
 #: A deferred run in progress (string: holder token, with a lease).
 CLAIM = "claim"
 #: A deferred run that finalized (string, kept ``DONE_TTL_S``).
@@ -39,6 +41,9 @@ class KeySpace:
 
     def finalized(self) -> str:
         return f"{self.prefix}:{FINALIZED}"
+
+    def attempts(self) -> str:
+        return f"{self.prefix}:{ATTEMPTS}"
 
     def claim(self, run_id: str) -> str:
         return f"{self.prefix}:{CLAIM}:{run_id}"

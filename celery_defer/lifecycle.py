@@ -9,6 +9,7 @@ outbox that any worker's recovery pass sends.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from celery import Celery
 
 from celery_defer.capture import RunCapture
 from celery_defer.dispatch import publish, run_eagerly
+from celery_defer.limits.lease_keeper import default_keeper
 from celery_defer.memory_store import eager_outbox
 from celery_defer.records import DeferRecord, ParentRef
 from celery_defer.store import store_for
@@ -40,13 +42,34 @@ def begin_attempt(app: Celery, request: Any, task_name: str) -> RunCapture:
     delivery = request.delivery_info or {}
     if request.retries or delivery.get("redelivered") or eager:
         try:
-            capture.earlier_ids = frozenset(_outbox(app, eager).recorded_ids(run_id))
+            outbox = _outbox(app, eager)
+            capture.earlier_ids = frozenset(outbox.recorded_ids(run_id))
+            if capture.earlier_ids and not eager:
+                _lease_attempt(outbox, run_id)  # type: ignore[arg-type]
+                capture.leased = True
         except Exception:
             # Redis keeps first-wins on its own (HSETNX); what is unknown is the
             # count, and whether the run has defers to finalize: assume it does.
             logger.warning("could not read earlier defers of run %s", run_id, exc_info=True)
             capture.earlier_unknown = True
     return capture
+
+
+def _lease_attempt(store: RedisStore, run_id: str) -> None:
+    # While this attempt runs, its lease in the attempts zset says a worker is on
+    # it; if the worker dies, the lease runs out and a recovery pass finalizes
+    # the run (see recovery.py), so earlier attempts' defers are not stranded.
+    default_keeper().register(
+        f"attempt:{run_id}",
+        lease_s=store.settings.lease_s,
+        renew=functools.partial(store.renew_attempt, run_id),
+    )
+
+
+def close_attempt(capture: RunCapture) -> None:
+    """Stop renewing the attempt's lease (its end, or its interruption)."""
+    if capture.leased:
+        default_keeper().unregister(f"attempt:{capture.parent.run_id}")
 
 
 def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:

@@ -11,8 +11,9 @@ from celery import Celery, bootsteps
 
 from celery_defer.dispatch import publish
 from celery_defer.errors import CeleryDeferError
+from celery_defer.lifecycle import finalize_unreturned
 from celery_defer.settings import settings_for
-from celery_defer.store import store_for
+from celery_defer.store import RedisStore, store_for
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def recover_once(app: Celery) -> int:
     """
     store = store_for(app)
     lease_ms = int(max(30.0, 2 * store.settings.recovery_interval_s) * 1000)
+    _finalize_dead_attempts(app, store, lease_ms)
     sent = 0
     while True:
         run_ids = store.claim_due(limit=BATCH, lease_ms=lease_ms)
@@ -44,6 +46,32 @@ def recover_once(app: Celery) -> int:
             sent += 1
         if len(run_ids) < BATCH:
             return sent
+
+
+def _finalize_dead_attempts(app: Celery, store: RedisStore, lease_ms: int) -> None:
+    """Finalize runs whose worker died mid-attempt and whose message is gone.
+
+    Such a run never returns and Celery never reports it: without this, what
+    its earlier attempts recorded would wait in the outbox until it expires.
+    With ``acks_late`` the broker redelivers the message and the run goes on,
+    so those runs are left to it (their lease is looked at again later).
+    """
+    for run_id in store.claim_stale_attempts(limit=BATCH, lease_ms=lease_ms):
+        records = store.pending_records(run_id)
+        if not records:  # the outbox expired: nothing left to wait for
+            store.complete(run_id)
+            continue
+        task = app.tasks.get(records[0].parent.task_name)
+        acks_late = task.acks_late if task is not None else app.conf.task_acks_late
+        if acks_late:
+            continue
+        logger.warning(
+            "run %s: its worker died mid-attempt and the message was acknowledged; "
+            "finalizing it with its %d recorded defers",
+            run_id,
+            len(records),
+        )
+        finalize_unreturned(app, run_id)
 
 
 class RecoveryThread(threading.Thread):

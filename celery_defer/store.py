@@ -53,6 +53,8 @@ class RedisStore:
         self._record = client.register_script(load_lua("outbox_record"))
         self._finalize = client.register_script(load_lua("outbox_finalize"))
         self._claim_due = client.register_script(load_lua("outbox_claim_due"))
+        self._attempt_begin = client.register_script(load_lua("attempt_begin"))
+        self._attempt_renew = client.register_script(load_lua("attempt_renew"))
         self._run_claim = client.register_script(load_lua("run_claim"))
         self._run_finish = client.register_script(load_lua("run_finish"))
         self._run_renew = client.register_script(load_lua("run_renew"))
@@ -62,12 +64,35 @@ class RedisStore:
     # -- parent runs: the outbox -------------------------------------------------
 
     def recorded_ids(self, run_id: str) -> set[str]:
-        """Return the defer ids earlier attempts of ``run_id`` recorded."""
+        """Return the defer ids earlier attempts of ``run_id`` recorded.
+
+        When there are some, the attempt now starting is leased in the attempts
+        zset until it records (renew it with :meth:`renew_attempt`).
+        """
         try:
-            fields = self.client.hkeys(self.keys.outbox(run_id))
+            fields = self._attempt_begin(
+                keys=[self.keys.outbox(run_id), self.keys.attempts()],
+                args=[run_id, int(self.settings.lease_s * 1000)],
+            )
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"reading the outbox of {run_id}: {exc}") from exc
         return {_text(field) for field in fields}
+
+    def renew_attempt(self, run_id: str) -> bool:
+        """Extend the lease of a running attempt; False once it ended."""
+        try:
+            lease_ms = int(self.settings.lease_s * 1000)
+            return bool(self._attempt_renew(keys=[self.keys.attempts()], args=[run_id, lease_ms]))
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"renewing the attempt of {run_id}: {exc}") from exc
+
+    def claim_stale_attempts(self, *, limit: int, lease_ms: int) -> list[str]:
+        """Take runs whose attempt lease ran out: their worker died mid-attempt."""
+        try:
+            ids = self._claim_due(keys=[self.keys.attempts()], args=[limit, lease_ms])
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"looking for dead attempts: {exc}") from exc
+        return [_text(run_id) for run_id in ids]
 
     def record(self, run_id: str, records: list[DeferRecord], *, final: bool) -> list[DeferRecord]:
         """Record an attempt's defers; when the run finalizes, return all of its records."""
@@ -75,7 +100,9 @@ class RedisStore:
         for record in records:
             argv += (record.defer_id, record.encode())
         try:
-            values = self._record(keys=[self.keys.outbox(run_id), self.keys.finalized()], args=argv)
+            values = self._record(
+                keys=[self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()], args=argv
+            )
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"recording the defers of {run_id}: {exc}") from exc
         return decode_outbox(values)
@@ -84,7 +111,7 @@ class RedisStore:
         """Finalize a run that ended without its attempt returning; return its records."""
         try:
             values = self._finalize(
-                keys=[self.keys.outbox(run_id), self.keys.finalized()],
+                keys=[self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
                 args=[run_id, DISPATCH_GRACE_MS],
             )
         except redis.RedisError as exc:
@@ -105,6 +132,7 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.outbox(run_id))
             pipe.zrem(self.keys.finalized(), run_id)
+            pipe.zrem(self.keys.attempts(), run_id)
             pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"completing the dispatch of {run_id}: {exc}") from exc

@@ -9,7 +9,13 @@ from celery import Celery, Task, states
 from celery.exceptions import Ignore, Reject, Retry
 
 from celery_defer.capture import RunCapture, current_capture
-from celery_defer.lifecycle import begin_attempt, dispatch, end_attempt, finalize_unreturned
+from celery_defer.lifecycle import (
+    begin_attempt,
+    close_attempt,
+    dispatch,
+    end_attempt,
+    finalize_unreturned,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +81,7 @@ class DeferTask(Task):  # type: ignore[misc]
             self._end_attempt(request, capture, final=True, now=capture.eager)
             return result
         finally:
+            close_attempt(capture)
             current_capture.reset(token)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:

@@ -1,7 +1,9 @@
 -- Finalize a parent run whose attempt never returned (revoked, terminated, killed):
 -- what was recorded by earlier attempts becomes due for dispatch.
--- KEYS[1] outbox hash, KEYS[2] finalized zset; ARGV[1] run id, ARGV[2] grace ms
+-- KEYS[1] outbox hash, KEYS[2] finalized zset, KEYS[3] attempts zset
+-- ARGV[1] run id, ARGV[2] grace ms
 pcall(redis.replicate_commands)
+redis.call('ZREM', KEYS[3], ARGV[1])
 local records = redis.call('HVALS', KEYS[1])
 if #records == 0 then
   return {}

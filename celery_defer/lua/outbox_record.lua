@@ -1,10 +1,11 @@
 -- Record one attempt's defers of a parent run; first payload per defer id wins.
--- KEYS[1] outbox hash (defer id -> "seq|record"), KEYS[2] finalized zset
+-- KEYS[1] outbox hash (defer id -> "seq|record"), KEYS[2] finalized zset, KEYS[3] attempts zset
 -- ARGV[1] run id, ARGV[2] outbox ttl s, ARGV[3] "1" when the run finalizes now,
 -- ARGV[4] grace ms before recovery may dispatch, ARGV[5..] defer id, record pairs
 -- Returns every record of the run when it finalizes, else nothing.
 pcall(redis.replicate_commands)
 local outbox = KEYS[1]
+redis.call('ZREM', KEYS[3], ARGV[1]) -- the attempt is over
 for i = 5, #ARGV, 2 do
   local seq = redis.call('HLEN', outbox) + 1
   redis.call('HSETNX', outbox, ARGV[i], seq .. '|' .. ARGV[i + 1])

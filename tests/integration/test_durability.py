@@ -102,3 +102,18 @@ def test_a_copy_sent_while_the_run_waits_for_its_retry_does_not_start_a_second_c
     store = store_for(app_module.app)
     wait_for(lambda: store.counters().get("duplicate:recorder") == 1, timeout_s=30)
     assert [run["attempt"] for run in seen("run")] == [0, 1]
+
+
+def test_worker_killed_mid_attempt_without_acks_late_still_runs_earlier_defers(
+    start_worker, app_module, seen
+):
+    first = start_worker(acks_late=False)
+    # Attempt 0 defers "early" and retries; attempt 1 sleeps, and its worker dies.
+    plan = {"retries": 1, "per_attempt": {"early": {}}, "sleep_on_attempt": 1, "sleep": 60}
+    result = app_module.parent.delay(plan)
+    wait_for(lambda: any(p["run_id"] == result.id and p["attempt"] == 1 for p in seen("parent")))
+    first.kill()  # the whole worker: no main process is left to report the loss
+    start_worker(acks_late=False)
+    # The attempt's lease (defer_lease=3 s) runs out, then a recovery pass finalizes the run.
+    runs = wait_for(lambda: seen("run"), timeout_s=30)
+    assert [(r["defer_id"], r["parent"]) for r in runs] == [("early-0", result.id)]
