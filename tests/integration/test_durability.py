@@ -15,6 +15,12 @@ from tests.integration.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
+def recorder_copy(parent_id: str, defer_id: str, data_json: str) -> DeferRecord:
+    """The record a parent run made for the ``recorder`` function: to send a copy of its run."""
+    parent = ParentRef(parent_id, parent_id, "tests.integration.workerapp.parent")
+    return DeferRecord(defer_id, "celery_defer.fn.recorder", "recorder", data_json, 0, parent)
+
+
 @pytest.mark.parametrize("acks_late", [False, True], ids=["acks_early", "acks_late"])
 def test_worker_killed_after_body_returned_still_runs_the_defer_once(
     start_worker, app_module, seen, acks_late
@@ -39,14 +45,7 @@ def test_a_re_sent_deferred_message_is_acknowledged_without_running(
     start_worker()
     result = app_module.parent.delay({"defers": {"once": {}}})
     wait_for(lambda: seen("run"))
-    record = DeferRecord(
-        defer_id="once",
-        task_name="celery_defer.fn.recorder",
-        function_id="recorder",
-        data_json="{}",
-        ts_ns=0,
-        parent=ParentRef(result.id, result.id, "tests.integration.workerapp.parent"),
-    )
+    record = recorder_copy(result.id, "once", "{}")
     publish(app_module.app, [record, record])  # two more copies, as a redelivery would
     store = store_for(app_module.app)
     wait_for(lambda: store.counters().get("duplicate:recorder") == 2)
@@ -90,14 +89,7 @@ def test_a_copy_sent_while_the_run_waits_for_its_retry_does_not_start_a_second_c
     start_worker()
     result = app_module.parent.delay({"defers": {"slow-retry": {"retry_after": "2s"}}})
     wait_for(lambda: seen("run"))  # attempt 0 ran and asked for a retry in 2 s
-    record = DeferRecord(
-        defer_id="slow-retry",
-        task_name="celery_defer.fn.recorder",
-        function_id="recorder",
-        data_json='{"retry_after": "2s"}',
-        ts_ns=0,
-        parent=ParentRef(result.id, result.id, "tests.integration.workerapp.parent"),
-    )
+    record = recorder_copy(result.id, "slow-retry", '{"retry_after": "2s"}')
     publish(app_module.app, [record])  # a stray copy of attempt 0, as recovery might send
     store = store_for(app_module.app)
     wait_for(lambda: store.counters().get("duplicate:recorder") == 1, timeout_s=30)
