@@ -43,6 +43,8 @@ class RunCapture:
     final: bool = False
     earlier_unknown: bool = False
     leased: bool = False
+    handed_over: bool = False
+    saved: bool = True
     _settings: Settings | None = None
 
     @property

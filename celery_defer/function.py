@@ -17,11 +17,13 @@ from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
 from celery_defer.backoff import backoff_delay_s, retry_after_delay_s
 from celery_defer.call import defer
+from celery_defer.capture import current_capture
 from celery_defer.config import FunctionOptions
 from celery_defer.context import DeferContext, DeferEvent, Parent, run_logger
 from celery_defer.errors import DeferredRunTimeoutError, NonRetriableError, RetryAfterError
 from celery_defer.flow import Admission, FlowControl, keep_leases
 from celery_defer.handler_call import invoke_handler, validate_payload
+from celery_defer.lifecycle import hand_over
 from celery_defer.limits.lease_keeper import default_keeper
 from celery_defer.settings import settings_for
 from celery_defer.store import RedisStore, store_for
@@ -180,9 +182,11 @@ class DeferredFunction(DeferTask):
             self._finish_after_recording(claim, "dropped")
             return {"dropped": admission.reason}
         try:
-            store.finish_run(run_id, holder, outcome="")
+            # Kept for this very attempt: a stray copy of an earlier one stays out.
+            ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
+            store.hand_over_run(run_id, holder, next_attempt=self.request.retries or 0, ttl_ms=ttl_ms)
         except Exception:
-            logger.warning("deferred run %s: could not release its claim", run_id, exc_info=True)
+            logger.warning("deferred run %s: could not hand its claim over", run_id, exc_info=True)
         self.requeue(
             delay_s=admission.delay_s, reason=admission.reason, kwargs={**message, "passed": admission.passed}
         )
@@ -256,11 +260,18 @@ class DeferredFunction(DeferTask):
         signature = self.signature_from_request(
             request, None, kwargs, countdown=max(delay_s, 0.0), retries=request.retries or 0
         )
+        hand_over(current_capture.get(), request)
         try:
             signature.apply_async()
         except Exception as exc:
-            logger.error("deferred run %s could not be put back on the queue: %s", request.id, exc)
-            raise Reject(exc, requeue=True) from exc
+            if self.acks_late:
+                logger.error(
+                    "deferred run %s could not wait its turn (%s); the broker keeps it", request.id, exc
+                )
+                raise Reject(exc, requeue=True) from exc
+            # The message is already acknowledged: fail for all to see, never vanish.
+            logger.error("deferred run %s failed: it could not be put back on the queue", request.id)
+            raise
         logger.debug("deferred run %s waits %.3fs: %s", request.id, delay_s, reason)
         raise Requeued(reason)
 

@@ -81,6 +81,10 @@ def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
     capture.final = final
     if not capture.records and not capture.earlier_ids and not capture.earlier_unknown:
         return []
+    if not final and not capture.records and capture.handed_over:
+        # Ended already, before the next attempt was sent; recording again would
+        # only drop that attempt's lease.
+        return []
     run_id = capture.parent.run_id
     try:
         records = _outbox(capture.app, capture.eager).record(run_id, capture.records, final=final)
@@ -93,14 +97,30 @@ def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
                 ids,
                 exc,
             )
+            capture.saved = False
             return list(capture.records)
         logger.error("run %s: defers %s lost: could not record them: %s", run_id, ids, exc)
+        capture.saved = False
         return []
     # Recorded: a later end of the same attempt (retry() then the Retry it
     # raises) must not record them again, and the run now has defers to finalize.
     capture.earlier_ids |= {record.defer_id for record in capture.records}
     capture.records = []
     return records
+
+
+def hand_over(capture: RunCapture | None, request: Any) -> None:
+    """End the attempt before its next attempt is sent (``retry()``, a requeue).
+
+    Celery sends the next attempt before the current one returns; recording
+    now means that attempt finds these defers, and that the end of this one
+    cannot clear the lease the next one takes.
+    """
+    if capture is None or capture.parent.run_id != request.id or capture.eager:
+        return
+    if capture.records or capture.leased:
+        end_attempt(capture, final=False)
+        capture.handed_over = True
 
 
 def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: bool) -> None:

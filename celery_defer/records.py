@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Namespace of deterministic deferred run ids (uuid5 of parent run id and defer id).
 _RUN_ID_NAMESPACE = uuid.UUID("5d1f7f0e-4d0b-4a43-9a77-2f5c4f0d6c1e")
@@ -21,8 +20,7 @@ def deferred_run_id(parent_run_id: str, defer_id: str) -> str:
     return str(uuid.uuid5(_RUN_ID_NAMESPACE, f"{parent_run_id}\x00{defer_id}"))
 
 
-@dataclass(frozen=True, slots=True)
-class ParentRef:
+class ParentRef(NamedTuple):
     """The parent run a record belongs to."""
 
     run_id: str
@@ -30,8 +28,7 @@ class ParentRef:
     task_name: str
 
 
-@dataclass(frozen=True, slots=True)
-class DeferRecord:
+class DeferRecord(NamedTuple):
     """A ``defer()`` call after its checks: what to run, with which data.
 
     ``data_json`` is the payload already encoded as a JSON object, which is what

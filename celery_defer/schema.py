@@ -22,9 +22,12 @@ class AsyncSchemaError(TypeError):
     """The schema validates asynchronously, which a synchronous call site cannot await."""
 
 
+_STRICT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_plain(data: Any) -> str:
     """Encode JSON-compatible data strictly: no NaN, no objects JSON cannot hold."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return _STRICT_JSON.encode(data)
 
 
 def _is_type_like(schema: object) -> bool:

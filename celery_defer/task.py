@@ -15,6 +15,7 @@ from celery_defer.lifecycle import (
     dispatch,
     end_attempt,
     finalize_unreturned,
+    hand_over,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,15 +91,13 @@ class DeferTask(Task):  # type: ignore[misc]
         ``Task.retry`` publishes the next attempt before it raises; recording
         first means that attempt always finds these defers in the outbox.
         """
-        capture = current_capture.get()
-        request = self.request
-        if capture is not None and capture.parent.run_id == request.id and capture.records:
-            end_attempt(capture, final=False)
+        hand_over(current_capture.get(), self.request)
         return super().retry(*args, **kwargs)
 
     def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
         records = end_attempt(capture, final=final)
-        self.on_attempt_recorded(request, final=final)
+        if capture.saved:
+            self.on_attempt_recorded(request, final=final)
         if now:
             dispatch(self.app, capture.parent.run_id, records, eager=capture.eager)
         else:

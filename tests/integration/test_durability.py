@@ -68,11 +68,13 @@ def test_recovery_pass_sends_a_finalized_outbox_nobody_dispatched(start_worker, 
 
 def test_every_key_the_library_writes_has_a_ttl_or_is_gone(start_worker, app_module, seen, redis_url):
     start_worker()
-    results = [
-        app_module.parent.delay({"defers": {"a": {}}, "per_attempt": {"p": {}}, "retries": 1}),
-        app_module.parent.delay({"defers": {"b": {"fail_times": 1}}, "fail": True}),
-    ]
+    app_module.parent.delay({"defers": {"a": {}}, "per_attempt": {"p": {}}, "retries": 1})
+    app_module.parent.delay({"defers": {"b": {"fail_times": 1}}, "fail": True})
     wait_for(lambda: len(seen("run")) == 5)  # a, p-0, p-1; b twice (one retry)
+    for fn_id in ("conc2", "throttled", "rated", "idem", "single-skip", "debounced", "after-hog"):
+        app_module.fan_out.delay(fn_id, [{"k": "x", "i": i} for i in range(2)])
+    # rated, idem and debounced drop or collapse some of their runs: 2+2+2+1+2+1+2 end.
+    wait_for(lambda: len(seen("end")) == 12, timeout_s=30)
     client = redis.Redis.from_url(f"{redis_url}/2")
     time.sleep(0.5)
     keys = client.keys("celery_defer:*")
@@ -80,7 +82,8 @@ def test_every_key_the_library_writes_has_a_ttl_or_is_gone(start_worker, app_mod
     without_ttl = [key for key in keys if client.ttl(key) < 0]
     assert without_ttl == []
     assert not any(b":outbox:" in key for key in keys)  # dispatched outboxes are deleted
-    assert all(r.id for r in results)
+    assert any(b":limit:" in key for key in keys)  # flow-control state was written, with TTLs
+    assert not any(b":x" in key for key in keys)  # key values are hashed, never in clear
 
 
 def test_a_copy_sent_while_the_run_waits_for_its_retry_does_not_start_a_second_chain(
@@ -109,3 +112,16 @@ def test_worker_killed_mid_attempt_without_acks_late_still_runs_earlier_defers(
     # The attempt's lease (defer_lease=3 s) runs out, then a recovery pass finalizes the run.
     runs = wait_for(lambda: seen("run"), timeout_s=30)
     assert [(r["defer_id"], r["parent"]) for r in runs] == [("early-0", result.id)]
+
+
+def test_a_retry_keeps_the_run_reserved_even_while_it_waits_on_flow_control(redis_url, app_module):
+    store = store_for(app_module.app)
+    assert store.claim_run("run", "attempt-0", lease_ms=5000, attempt=0).state == "ok"
+    store.hand_over_run("run", "attempt-0", next_attempt=1, ttl_ms=5000)  # a retry is sent
+    assert store.claim_run("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
+    assert store.claim_run("run", "attempt-1", lease_ms=5000, attempt=1).state == "ok"
+    store.hand_over_run("run", "attempt-1", next_attempt=1, ttl_ms=5000)  # attempt 1 must wait
+    assert store.claim_run("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
+    assert store.claim_run("run", "attempt-1-again", lease_ms=5000, attempt=1).state == "ok"
+    store.finish_run("run", "attempt-1-again", outcome="succeeded")
+    assert store.claim_run("run", "stray-copy", lease_ms=5000, attempt=0).state == "done"

@@ -127,7 +127,8 @@ def test_runs_are_enqueued_in_call_order_with_parent_ids(start_worker, app_modul
 
     start_worker()  # consumes the default queue only: 'parked' runs stay queued
     ids = [f"d{i}" for i in range(10)]
-    result = app_module.parent.delay({"parked": {i: {"i": n} for n, i in enumerate(ids)}})
+    plan = {"parked": {i: {"i": n} for n, i in enumerate(ids)}}
+    result = app_module.parent.apply_async([plan], root_id="the-root", parent_id="the-root")
     assert result.get(timeout=20) == "ok"
     broker = redis.Redis.from_url(f"{redis_url}/0")
     keys = wait_for(lambda: [k for k in broker.keys("parked*")])
@@ -136,5 +137,36 @@ def test_runs_are_enqueued_in_call_order_with_parent_ids(start_worker, app_modul
     assert [m["headers"]["id"] for m in messages] == [deferred_run_id(result.id, i) for i in ids]
     for message in messages:
         assert message["headers"]["parent_id"] == result.id
-        assert message["headers"]["root_id"] == result.id
+        assert message["headers"]["root_id"] == "the-root"
         assert message["properties"]["priority"] == 3
+        assert message["content-type"] == "application/json"  # though the app's default is msgpack
+
+
+def test_a_soft_time_limit_is_a_final_failure_that_runs_the_defers(start_worker, app_module, seen):
+    start_worker()
+    result = app_module.parent_soft_limit.delay()
+    runs = wait_for(lambda: runs_of(seen, result.id), timeout_s=20)
+    assert [r["defer_id"] for r in runs] == ["before-soft-limit"]
+    assert result.state == "FAILURE"
+
+
+def test_timeouts_start_cancels_a_run_that_waited_too_long(start_worker, app_module, seen):
+    start_worker()  # the parent runs now; nobody consumes the 'late' queue yet
+    result = app_module.parent.delay({"impatient": True})
+    assert result.get(timeout=20) == "ok"
+    time.sleep(2)
+    start_worker(queues="late")
+    run = AsyncResult(deferred_run_id(result.id, "impatient"), app=app_module.app)
+    wait_for(lambda: run.state == "FAILURE")
+    assert "timeouts.start" in repr(run.result)
+    assert runs_of(seen, result.id) == []  # the handler never ran
+    assert run._get_task_meta()["retries"] == 0
+
+
+def test_timeouts_finish_cancels_a_run_that_runs_too_long(start_worker, app_module, seen):
+    start_worker()
+    result = app_module.parent.delay({"slowpoke": True})
+    run = AsyncResult(deferred_run_id(result.id, "slowpoke"), app=app_module.app)
+    wait_for(lambda: run.state == "FAILURE")
+    assert "SoftTimeLimitExceeded" in repr(run.result)
+    assert [r["attempt"] for r in runs_of(seen, result.id)] == [0]  # failed, not retried

@@ -33,6 +33,9 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": 3},
     result_extended=True,
     broker_connection_retry_on_startup=True,
+    # Parents travel as msgpack here, so tests can show deferred runs are JSON anyway.
+    task_serializer="msgpack",
+    accept_content=["json", "msgpack"],
 )
 
 _state = redis.Redis.from_url(f"{REDIS_URL}/3")
@@ -78,6 +81,10 @@ def reject_in_worker(data: dict[str, Any]) -> dict[str, Any]:
 picky = create_defer(app, {"id": "picky", "schema": reject_in_worker, "retries": 1}, record_run)
 
 
+impatient = create_defer(app, {"id": "impatient", "queue": "late", "timeouts": {"start": "1s"}}, record_run)
+slowpoke = create_defer(app, {"id": "slowpoke", "retries": 2, "timeouts": {"finish": "1s"}}, record_run)
+
+
 @create_defer(app, {"id": "nester"})
 async def nester(ctx: Any) -> None:
     record_run(ctx)
@@ -98,6 +105,10 @@ def parent(self: DeferTask, plan: dict[str, Any]) -> str:
         defer("same", function=recorder, data={"attempt": attempt})
     if plan.get("picky"):
         defer("picky", function=picky, data={"reject_in_worker": True})
+    if plan.get("impatient"):
+        defer("impatient", function=impatient, data={})
+    if plan.get("slowpoke"):
+        defer("slowpoke", function=slowpoke, data={"sleep": 3})
     if plan.get("nest"):
         defer("nest", function=nester, data={})
     seen("parent", run_id=self.request.id, attempt=attempt)
@@ -108,6 +119,14 @@ def parent(self: DeferTask, plan: dict[str, Any]) -> str:
     if plan.get("fail"):
         raise ValueError("planned parent failure")
     return "ok"
+
+
+@app.task(bind=True, soft_time_limit=1)
+def parent_soft_limit(self: DeferTask) -> None:
+    """Defers, then runs into its soft time limit: a final failure."""
+    defer("before-soft-limit", function=recorder, data={})
+    seen("parent", run_id=self.request.id, attempt=self.request.retries)
+    time.sleep(10)
 
 
 class KillAfterBody(DeferTask):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import pytest
@@ -182,3 +184,85 @@ def test_with_eager_propagation_a_failed_parent_still_runs_its_defers(app, make_
     with pytest.raises(ValueError):
         parent.delay()
     assert recorder.ids == ["x"]
+
+
+def test_the_default_is_four_retries(app):
+    attempts: list[int] = []
+
+    def always_fails(ctx: Any) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError("no")
+
+    fn = create_defer(app, {"id": "default-retries"}, always_fails)
+
+    @app.task(lazy=False, shared=False)
+    def parent() -> None:
+        defer("x", function=fn, data={})
+
+    parent.delay()
+    assert attempts == [0, 1, 2, 3, 4]
+
+
+def test_a_per_task_base_works_without_task_cls_and_plain_tasks_cannot_defer(caplog):
+    app = Celery("plain", set_as_current=False)  # no task_cls
+    app.conf.task_always_eager = True
+    seen: list[Any] = []
+    fn = create_defer(app, {"id": "f"}, seen.append)
+
+    @app.task(base=DeferTask, lazy=False, shared=False)
+    def with_base() -> None:
+        defer("a", function=fn, data={})
+
+    @app.task(lazy=False, shared=False)
+    def plain() -> None:
+        defer("b", function=fn, data={})
+
+    with_base.delay()
+    plain.delay()
+    assert [ctx.parents[0].defer_id for ctx in seen] == ["a"]
+    assert any("called outside a parent run" in r.getMessage() for r in caplog.records)
+
+
+def test_event_id_ts_and_logger(app, make_fn, recorder, caplog):
+    fn = make_fn()
+
+    @app.task(lazy=False, shared=False)
+    def parent() -> None:
+        defer("x", function=fn, data={})
+
+    before_ms = time.time_ns() // 1_000_000
+    parent.delay()
+    after_ms = time.time_ns() // 1_000_000
+    ctx = recorder.calls[0]
+    assert ctx.event.id == ctx.run_id
+    assert before_ms <= ctx.event.ts <= after_ms
+    with caplog.at_level(logging.INFO):
+        ctx.logger.info("hello")
+    record = caplog.records[-1]
+    assert (record.defer_function, record.defer_run_id) == ("rec", ctx.run_id)
+
+
+def test_re_deferring_an_id_on_a_retry_is_silent(app, make_fn, recorder, caplog):
+    fn = make_fn()
+
+    @app.task(bind=True, lazy=False, shared=False, max_retries=1)
+    def parent(self: DeferTask) -> None:
+        defer("same", function=fn, data={"attempt": self.request.retries})
+        if self.request.retries == 0:
+            raise self.retry(countdown=0)
+
+    parent.delay()
+    assert [ctx.event.data for ctx in recorder.calls] == [{"attempt": 0}]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "celery_defer"] == []
+
+
+def test_a_parent_whose_retries_run_out_runs_the_defers_of_every_attempt(app, make_fn, recorder):
+    fn = make_fn()
+
+    @app.task(bind=True, lazy=False, shared=False, max_retries=2)
+    def parent(self: DeferTask) -> None:
+        defer(f"a{self.request.retries}", function=fn, data={})
+        raise self.retry(countdown=0, exc=ValueError("still failing"))
+
+    assert parent.delay().state == "FAILURE"
+    assert recorder.ids == ["a0", "a1", "a2"]
