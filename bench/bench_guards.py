@@ -44,13 +44,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 class Counter:
+    """The no-op handler: counts its runs and wakes the bench at a target count."""
+
     def __init__(self) -> None:
         self.value = 0
+        self.target = 0
+        self.reached = threading.Event()
         self.lock = threading.Lock()
+
+    def expect(self, more: int) -> None:
+        with self.lock:
+            self.target = self.value + more
+            self.reached.clear()
 
     def __call__(self, ctx: Any) -> None:
         with self.lock:
             self.value += 1
+            if self.value >= self.target:
+                self.reached.set()
 
 
 def run_batch(app: Celery, fn_id: str, counter: Counter, runs: int, batch: int) -> float:
@@ -66,11 +77,11 @@ def run_batch(app: Celery, fn_id: str, counter: Counter, runs: int, batch: int) 
         )
         for i in range(runs)
     ]
-    target = counter.value + runs
+    counter.expect(runs)
     start = time.perf_counter()
     publish(app, records)
-    while counter.value < target:
-        time.sleep(0.0005)
+    if not counter.reached.wait(timeout=120):
+        raise RuntimeError(f"{fn_id}: only {counter.value} of {counter.target} runs ran")
     return time.perf_counter() - start
 
 

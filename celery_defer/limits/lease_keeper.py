@@ -51,6 +51,8 @@ class LeaseKeeper:
         self._leases: dict[str, _Lease] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: When the thread wakes next on its own; None while it waits for work.
+        self._wake_at: float | None = None
 
     def _ensure_process(self) -> None:
         if os.getpid() != self._pid:
@@ -75,15 +77,19 @@ class LeaseKeeper:
         """
         self._ensure_process()
         interval_s = lease_s / RENEWALS_PER_LEASE
+        next_s = time.monotonic() + interval_s
         with self._cond:
-            self._leases[token] = _Lease(renew, on_lost, interval_s, time.monotonic() + interval_s)
+            self._leases[token] = _Lease(renew, on_lost, interval_s, next_s)
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
                 self._thread = threading.Thread(
                     target=self._loop, name="celery-defer-lease-keeper", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            # Wake the thread only when it would sleep past this lease's first
+            # renewal: runs come and go by the thousand, wake-ups cost the GIL.
+            if self._wake_at is None or next_s < self._wake_at:
+                self._cond.notify()
 
     def unregister(self, token: str) -> None:
         """Stop renewing ``token``'s lease (releasing it is the guard's job)."""
@@ -117,7 +123,9 @@ class LeaseKeeper:
                 due = [(t, lease) for t, lease in self._leases.items() if lease.next_s <= now]
                 if not due:
                     next_s = min((lease.next_s for lease in self._leases.values()), default=None)
+                    self._wake_at = next_s
                     self._cond.wait(None if next_s is None else next_s - now)
+                    self._wake_at = None
                     continue
                 for _, lease in due:
                     lease.next_s = now + lease.interval_s
