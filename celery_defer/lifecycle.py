@@ -17,6 +17,7 @@ from celery import Celery
 
 from celery_defer.capture import RunCapture
 from celery_defer.dispatch import publish, run_eagerly
+from celery_defer.errors import ConfigurationError
 from celery_defer.limits.lease_keeper import default_keeper
 from celery_defer.memory_store import eager_outbox
 from celery_defer.records import DeferRecord, ParentRef
@@ -47,6 +48,8 @@ def begin_attempt(app: Celery, request: Any, task_name: str) -> RunCapture:
             if capture.earlier_ids and not eager:
                 _lease_attempt(outbox, run_id)  # type: ignore[arg-type]
                 capture.leased = True
+        except ConfigurationError:
+            pass  # no Redis configured: no attempt can have recorded anything
         except Exception:
             # Redis keeps first-wins on its own (HSETNX); what is unknown is the
             # count, and whether the run has defers to finalize: assume it does.
