@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -69,29 +71,23 @@ class RedisStore:
         When there are some, the attempt now starting is leased in the attempts
         zset until it records (renew it with :meth:`renew_attempt`).
         """
-        try:
+        with _reaching(f"reading the outbox of {run_id}"):
             fields = self._attempt_begin(
                 keys=[self.keys.outbox(run_id), self.keys.attempts()],
                 args=[run_id, int(self.settings.lease_s * 1000)],
             )
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"reading the outbox of {run_id}: {exc}") from exc
         return {_text(field) for field in fields}
 
     def renew_attempt(self, run_id: str) -> bool:
         """Extend the lease of a running attempt; False once it ended."""
-        try:
+        with _reaching(f"renewing the attempt of {run_id}"):
             lease_ms = int(self.settings.lease_s * 1000)
             return bool(self._attempt_renew(keys=[self.keys.attempts()], args=[run_id, lease_ms]))
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"renewing the attempt of {run_id}: {exc}") from exc
 
     def claim_stale_attempts(self, *, limit: int, lease_ms: int) -> list[str]:
         """Take runs whose attempt lease ran out: their worker died mid-attempt."""
-        try:
+        with _reaching("looking for dead attempts"):
             ids = self._claim_due(keys=[self.keys.attempts()], args=[limit, lease_ms])
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"looking for dead attempts: {exc}") from exc
         return [_text(run_id) for run_id in ids]
 
     def record(self, run_id: str, records: list[DeferRecord], *, final: bool) -> list[DeferRecord]:
@@ -99,88 +95,70 @@ class RedisStore:
         argv: list[Any] = [run_id, keys.OUTBOX_TTL_S, "1" if final else "0", DISPATCH_GRACE_MS]
         for record in records:
             argv += (record.defer_id, record.encode())
-        try:
+        with _reaching(f"recording the defers of {run_id}"):
             values = self._record(
                 keys=[self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()], args=argv
             )
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"recording the defers of {run_id}: {exc}") from exc
         return decode_outbox(values)
 
     def finalize(self, run_id: str) -> list[DeferRecord]:
         """Finalize a run that ended without its attempt returning; return its records."""
-        try:
+        with _reaching(f"finalizing {run_id}"):
             values = self._finalize(
                 keys=[self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
                 args=[run_id, DISPATCH_GRACE_MS],
             )
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"finalizing {run_id}: {exc}") from exc
         return decode_outbox(values)
 
     def pending_records(self, run_id: str) -> list[DeferRecord]:
         """Return what is recorded for ``run_id`` and not yet dispatched."""
-        try:
+        with _reaching(f"reading the outbox of {run_id}"):
             values = self.client.hvals(self.keys.outbox(run_id))
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"reading the outbox of {run_id}: {exc}") from exc
         return decode_outbox(list(values))
 
     def complete(self, run_id: str) -> None:
         """Forget a run's outbox once every record of it was published."""
-        try:
+        with _reaching(f"completing the dispatch of {run_id}"):
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.outbox(run_id))
             pipe.zrem(self.keys.finalized(), run_id)
             pipe.zrem(self.keys.attempts(), run_id)
             pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"completing the dispatch of {run_id}: {exc}") from exc
 
     def claim_due(self, *, limit: int, lease_ms: int) -> list[str]:
         """Take finalized runs whose dispatch is overdue (recovery)."""
-        try:
+        with _reaching("looking for undispatched runs"):
             ids = self._claim_due(keys=[self.keys.finalized()], args=[limit, lease_ms])
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"looking for undispatched runs: {exc}") from exc
-        return [run_id.decode("utf-8") for run_id in ids]
+        return [_text(run_id) for run_id in ids]
 
     # -- deferred runs: claims and outcomes --------------------------------------
 
     def claim_run(self, run_id: str, holder: str, *, lease_ms: int, attempt: int) -> ClaimResult:
         """Claim a deferred run for ``holder`` before its handler starts."""
-        try:
+        with _reaching(f"claiming deferred run {run_id}"):
             reply = self._run_claim(
                 keys=[self.keys.claim(run_id), self.keys.done(run_id)], args=[holder, lease_ms, attempt]
             )
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"claiming deferred run {run_id}: {exc}") from exc
         state = _text(reply[0])
         detail = _text(reply[1]) if len(reply) > 1 else ""
         return ClaimResult(state, detail)  # type: ignore[arg-type]
 
     def renew_run(self, run_id: str, holder: str, *, lease_ms: int) -> bool:
-        try:
+        with _reaching(f"renewing deferred run {run_id}"):
             return bool(self._run_renew(keys=[self.keys.claim(run_id)], args=[holder, lease_ms]))
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"renewing deferred run {run_id}: {exc}") from exc
 
     def hand_over_run(self, run_id: str, holder: str, *, next_attempt: int, ttl_ms: int) -> None:
         """Reserve the run for its attempt ``next_attempt``, which is about to be sent."""
-        try:
+        with _reaching(f"handing deferred run {run_id} to its retry"):
             self._run_retry(keys=[self.keys.claim(run_id)], args=[holder, next_attempt, ttl_ms])
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"handing deferred run {run_id} to its retry: {exc}") from exc
 
     def finish_run(self, run_id: str, holder: str, *, outcome: str) -> None:
         """Release the claim; a non-empty ``outcome`` marks the run finalized."""
-        try:
+        with _reaching(f"finishing deferred run {run_id}"):
             self._run_finish(
                 keys=[self.keys.claim(run_id), self.keys.done(run_id)],
                 args=[holder, outcome, keys.DONE_TTL_S],
             )
-        except redis.RedisError as exc:
-            raise StoreUnavailableError(f"finishing deferred run {run_id}: {exc}") from exc
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add to one of the operator counters; never fails the caller."""
@@ -196,6 +174,15 @@ class RedisStore:
         """Return the operator counters (``dropped:<fn>:<reason>``, ``duplicate:<fn>``, ...)."""
         raw = self.client.hgetall(self.keys.stats())
         return {_text(key): int(value) for key, value in raw.items()}
+
+
+@contextmanager
+def _reaching(what: str) -> Iterator[None]:
+    """Turn a Redis failure while doing ``what`` into :class:`StoreUnavailableError`."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreUnavailableError(f"{what}: {exc}") from exc
 
 
 def _text(value: bytes | str) -> str:
