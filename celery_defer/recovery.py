@@ -9,9 +9,8 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from celery_defer.dispatch import publish
 from celery_defer.errors import CeleryDeferError
-from celery_defer.lifecycle import finalize_unreturned
+from celery_defer.lifecycle import dispatch, finalize_unreturned
 from celery_defer.settings import settings_for
 from celery_defer.store import RedisStore, store_for
 
@@ -35,14 +34,14 @@ def recover_once(app: Celery) -> int:
         run_ids = store.claim_due(limit=BATCH, lease_ms=lease_ms)
         for run_id in run_ids:
             records = store.pending_records(run_id)
-            if records:
-                publish(app, records)
-                logger.warning(
-                    "recovered run %s: sent %d deferred runs its worker left unsent",
-                    run_id,
-                    len(records),
-                )
-            store.complete(run_id)
+            if not records:
+                store.complete(run_id)
+                continue
+            logger.warning(
+                "recovering run %s: sending %d deferred runs its worker left unsent", run_id, len(records)
+            )
+            # Same path as after_return; a failed send stays due for a later pass.
+            dispatch(app, run_id, records, eager=False)
             sent += 1
         if len(run_ids) < BATCH:
             return sent
