@@ -20,11 +20,12 @@ from celery import Celery
 from pydantic import BaseModel
 
 from celery_defer import DeferTask, create_defer, defer
-from celery_defer.capture import RunCapture, current_capture
-from celery_defer.lifecycle import dispatch, end_attempt
-from celery_defer.records import ParentRef
-from celery_defer.redis_server import RedisServer
-from celery_defer.schema import encode_plain
+from celery_defer.config.schemas import encode_plain
+from celery_defer.embedded_redis import RedisServer
+from celery_defer.outbox.dispatch import dispatch
+from celery_defer.outbox.record import ParentRef
+from celery_defer.parent.attempt import end_attempt
+from celery_defer.parent.capture import RunCapture, current_capture
 
 
 class Email(BaseModel):

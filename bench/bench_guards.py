@@ -23,9 +23,9 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from celery_defer import DeferTask, create_defer
-from celery_defer.dispatch import publish
-from celery_defer.records import DeferRecord, ParentRef
-from celery_defer.redis_server import RedisServer
+from celery_defer.embedded_redis import RedisServer
+from celery_defer.outbox.publish import publish
+from celery_defer.outbox.record import DeferRecord, ParentRef
 
 HIGH = 1_000_000
 VARIANTS: dict[str, dict[str, Any]] = {

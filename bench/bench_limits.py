@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import redis
 
+from celery_defer.embedded_redis import RedisServer
 from celery_defer.limits import (
     ConcurrencyGuard,
     Debounce,
@@ -22,7 +23,6 @@ from celery_defer.limits import (
     Singleton,
     Throttle,
 )
-from celery_defer.redis_server import RedisServer
 
 Op = Callable[[int], object]
 #: Limits high enough that every check proceeds: the bench measures cost, not waiting.
@@ -76,7 +76,7 @@ def main() -> None:
     iterations = parser.parse_args().iterations
 
     with RedisServer() as server:
-        client = redis.Redis.from_url(server.url)
+        client = redis.Redis.from_url(server.url, decode_responses=True)
         try:
             noop_us = measure_us(lambda i: None, iterations)
             ping_us = measure_us(lambda i: client.ping(), iterations)

@@ -7,10 +7,10 @@ becomes an independent run of a deferred function made by :func:`create_defer`.
 
 from __future__ import annotations
 
-from celery_defer.api import create_defer
-from celery_defer.call import defer
-from celery_defer.config import DeferConfig
-from celery_defer.context import DeferContext, DeferEvent, Parent
+from celery_defer.config.options import DeferConfig
+from celery_defer.deferred.context import DeferContext, DeferEvent, Parent
+from celery_defer.deferred.create import create_defer
+from celery_defer.deferred.function import DeferredFunction
 from celery_defer.errors import (
     CeleryDeferError,
     ConfigurationError,
@@ -19,8 +19,8 @@ from celery_defer.errors import (
     RetryAfterError,
     StoreUnavailableError,
 )
-from celery_defer.function import DeferredFunction
-from celery_defer.task import DeferTask
+from celery_defer.parent.call_site import defer
+from celery_defer.parent.task import DeferTask
 
 __all__ = [
     "CeleryDeferError",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from celery.exceptions import Ignore
+
 
 class CeleryDeferError(Exception):
     """Something went wrong in celery_defer."""
@@ -52,3 +54,42 @@ class RetryAfterError(CeleryDeferError):
 
 class DeferredRunTimeoutError(NonRetriableError):
     """The deferred run passed its ``timeouts.start`` or ``timeouts.finish``."""
+
+
+class CallSkipped(CeleryDeferError):
+    """A ``defer()`` call broke a call-site rule and was skipped; the message says which.
+
+    Never seen by callers: ``defer()`` logs it and returns.
+    """
+
+
+class SchemaRejected(CeleryDeferError, ValueError):
+    """The data did not pass the deferred function's schema."""
+
+
+class AsyncSchemaError(CeleryDeferError, TypeError):
+    """The schema validates asynchronously, which a synchronous call site cannot await."""
+
+
+class KeyExpressionError(NonRetriableError, ValueError):
+    """A key expression could not be evaluated for an event; retrying would not help."""
+
+
+class MalformedMessageError(NonRetriableError):
+    """A message sent to a deferred function is not one ``defer()`` makes."""
+
+
+class RedisServerError(CeleryDeferError):
+    """The private redis-server of the tests or the example could not be found or started."""
+
+
+class Requeued(Ignore, CeleryDeferError):  # type: ignore[misc]
+    """The attempt put its message back on the queue for later; the run goes on.
+
+    Celery acknowledges the current message without a result (an ``Ignore``);
+    the message sent in its place carries the run.
+    """
+
+
+class DuplicateRun(Ignore, CeleryDeferError):  # type: ignore[misc]
+    """A copy of a deferred run that already finalized: acknowledged, not run."""

@@ -21,6 +21,8 @@ CLAIM = "claim"
 DONE = "done"
 #: Counters the library keeps for operators (hash: name -> count).
 STATS = "stats"
+#: Flow-control limiter state (see ``celery_defer.limits``).
+LIMIT = "limit"
 
 #: How long recorded defers wait for their parent run to finalize.
 OUTBOX_TTL_S = 7 * 24 * 3600
@@ -56,7 +58,7 @@ class KeySpace:
 
     def limit(self, kind: str, function_id: str, key_value: str | None = None) -> str:
         """Key of one flow-control limiter, e.g. ``prefix:limit:throttle:fn:<hash>``."""
-        base = f"{self.prefix}:limit:{kind}:{function_id}"
+        base = f"{self.prefix}:{LIMIT}:{kind}:{function_id}"
         if key_value is None:
             return base
         return f"{base}:{hash_key_value(key_value)}"
@@ -65,3 +67,21 @@ class KeySpace:
 def hash_key_value(value: str) -> str:
     """Hash a user key value so it can be part of a Redis key."""
     return hashlib.blake2b(value.encode("utf-8"), digest_size=12).hexdigest()
+
+
+# Sub-keys a concurrency limiter keeps beside its key (the zset of holders).
+
+
+def waiters_key(key: str) -> str:
+    """Key of the FIFO wait queue beside a concurrency key."""
+    return f"{key}:waiters"
+
+
+def seen_key(key: str) -> str:
+    """Key of the waiters' last-seen times beside a concurrency key."""
+    return f"{key}:seen"
+
+
+def avg_key(key: str) -> str:
+    """Key of the average run duration beside a concurrency key."""
+    return f"{key}:avg"

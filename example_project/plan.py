@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery_defer.durations import parse_duration_s
+from celery_defer.config.durations import parse_duration_s
 
 SEND_EMAIL = "send-email"
 SCORE_ORDER = "score-order"

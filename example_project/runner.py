@@ -16,7 +16,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from celery_defer.redis_server import RedisServer
+from celery_defer.embedded_redis import RedisServer
 
 logger = logging.getLogger(__name__)
 

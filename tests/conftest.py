@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from celery_defer.redis_server import RedisServer
+from celery_defer.embedded_redis import RedisServer
 
 
 @pytest.fixture(scope="session")

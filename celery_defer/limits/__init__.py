@@ -34,7 +34,7 @@ Per guard:
   queues the run (FIFO; the delay grows with its queue position and the average
   run time). While the run executes keep the slot alive::
 
-      default_keeper().register(token, lease_s=guard.lease_s,
+      default_keeper().register(  # celery_defer.lease_keepertoken, lease_s=guard.lease_s,
                                 renew=functools.partial(guard.renew, key, holder=run_id))
 
   then ``default_keeper().unregister(token)`` and ``guard.release(key,
@@ -70,7 +70,6 @@ from celery_defer.limits.base import Decision, Guard
 from celery_defer.limits.concurrency import ConcurrencyGuard, compute_wait_delay_s
 from celery_defer.limits.debounce import Debounce
 from celery_defer.limits.idempotency import Idempotency
-from celery_defer.limits.lease_keeper import LeaseKeeper, default_keeper
 from celery_defer.limits.memory_backend import MemoryLimitBackend
 from celery_defer.limits.rate_limit import RateLimit
 from celery_defer.limits.redis_backend import RedisLimitBackend
@@ -84,7 +83,6 @@ __all__ = [
     "Decision",
     "Guard",
     "Idempotency",
-    "LeaseKeeper",
     "LeaseResult",
     "LimitBackend",
     "MemoryLimitBackend",
@@ -94,5 +92,4 @@ __all__ = [
     "SingletonResult",
     "Throttle",
     "compute_wait_delay_s",
-    "default_keeper",
 ]

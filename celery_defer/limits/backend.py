@@ -23,21 +23,6 @@ AVG_TTL_MS = 24 * 3600 * 1000
 DEBOUNCE_GRACE_MS = 24 * 3600 * 1000
 
 
-def waiters_key(key: str) -> str:
-    """Key of the FIFO wait queue beside a concurrency key."""
-    return f"{key}:waiters"
-
-
-def seen_key(key: str) -> str:
-    """Key of the waiters' last-seen times beside a concurrency key."""
-    return f"{key}:seen"
-
-
-def avg_key(key: str) -> str:
-    """Key of the average run duration beside a concurrency key."""
-    return f"{key}:avg"
-
-
 @dataclass(frozen=True, slots=True)
 class LeaseResult:
     """Outcome of :meth:`LimitBackend.lease_acquire`.

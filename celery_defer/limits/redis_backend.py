@@ -1,19 +1,18 @@
 """The Redis backend of the flow-control guards: one Lua script call per operation.
 
-Scripts live in ``celery_defer/lua/`` and read the clock with ``TIME``, so every
-host agrees on it; every key they write gets a TTL.
+Scripts live in ``celery_defer/lua/limits/`` and read the clock from Redis
+(the prelude's ``redis_now_ms()``), so every host agrees on it; every key they
+write gets a TTL.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from importlib import resources
-from typing import Any, cast
+from typing import cast
 
 import redis
 
-from celery_defer.errors import StoreUnavailableError
+from celery_defer.keys import avg_key, seen_key, waiters_key
 from celery_defer.limits.backend import (
     AVG_TTL_MS,
     DEBOUNCE_GRACE_MS,
@@ -24,10 +23,8 @@ from celery_defer.limits.backend import (
     LimitBackend,
     SingletonMode,
     SingletonResult,
-    avg_key,
-    seen_key,
-    waiters_key,
 )
+from celery_defer.redis_io import Scripts
 
 _SCRIPTS = (
     "concurrency_acquire",
@@ -44,16 +41,6 @@ _SCRIPTS = (
 )
 
 
-def _lua(name: str) -> str:
-    return (resources.files("celery_defer") / "lua" / f"{name}.lua").read_text("utf-8")
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def _opt(value: float | None) -> str:
     return "" if value is None else repr(value)
 
@@ -62,70 +49,71 @@ class RedisLimitBackend(LimitBackend):
     """Flow-control state in Redis, shared by every worker that uses the same server.
 
     Args:
-        client: a ``redis.Redis`` client (``decode_responses`` either way).
+        client: a ``redis.Redis`` client made with ``decode_responses=True``
+            (as :func:`celery_defer.redis_io.connect` makes them).
+
+    Raises:
+        StoreUnavailableError: from every operation, when Redis fails.
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self._scripts = {name: client.register_script(_lua(name)) for name in _SCRIPTS}
-
-    def _call(self, name: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        try:
-            return self._scripts[name](keys=list(keys), args=list(args))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(f"redis unreachable in {name}: {exc}") from exc
+        self._call = Scripts(client, "limits", _SCRIPTS)
 
     def lease_acquire(
         self, key: str, holder: str, limit: int, lease_ms: int, waiter_ttl_ms: int
     ) -> LeaseResult:
         keys = (key, waiters_key(key), seen_key(key), avg_key(key))
-        acquired, rank, avg = self._call(
-            "concurrency_acquire", keys, (holder, limit, lease_ms, waiter_ttl_ms)
-        )
-        avg_text = _text(avg)
+        args = (holder, limit, lease_ms, waiter_ttl_ms)
+        acquired, rank, avg = self._call("concurrency_acquire", keys, args, doing="taking a concurrency slot")
         return LeaseResult(
             acquired=bool(acquired),
             position=int(rank),
-            avg_run_ms=None if avg_text is None else float(avg_text),
+            avg_run_ms=None if avg is None else float(avg),
         )
 
     def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
-        return bool(self._call("concurrency_renew", (key,), (holder, lease_ms)))
+        renewed = self._call("concurrency_renew", (key,), (holder, lease_ms), doing="renewing a slot")
+        return bool(renewed)
 
     def lease_release(self, key: str, holder: str, run_ms: float | None) -> None:
         keys = (key, waiters_key(key), seen_key(key), avg_key(key))
-        self._call("concurrency_release", keys, (holder, _opt(run_ms), EWMA_ALPHA, AVG_TTL_MS))
+        args = (holder, _opt(run_ms), EWMA_ALPHA, AVG_TTL_MS)
+        self._call("concurrency_release", keys, args, doing="releasing a slot")
 
     def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
-        return int(self._call("throttle_take", (key,), (limit, period_ms, burst)))
+        return int(
+            self._call("throttle_take", (key,), (limit, period_ms, burst), doing="checking a throttle")
+        )
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         token = uuid.uuid4().hex
-        return bool(self._call("rate_hit", (key,), (limit, period_ms, token)))
+        return bool(self._call("rate_hit", (key,), (limit, period_ms, token), doing="checking a rate limit"))
 
     def claim_once(self, key: str, ttl_ms: int, holder: str | None = None) -> bool:
-        return bool(self._call("idempotency_claim", (key,), (holder or "", ttl_ms)))
+        args = (holder or "", ttl_ms)
+        return bool(self._call("idempotency_claim", (key,), args, doing="claiming an idempotency key"))
 
     def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
-        acquired, other = self._call("singleton_acquire", (key,), (holder, lease_ms, mode))
-        return SingletonResult(acquired=bool(acquired), previous_holder=_text(other))
+        args = (holder, lease_ms, mode)
+        acquired, other = self._call("singleton_acquire", (key,), args, doing="taking a singleton lock")
+        return SingletonResult(acquired=bool(acquired), previous_holder=other or None)
 
     def singleton_renew(self, key: str, holder: str, lease_ms: int) -> bool:
-        return bool(self._call("singleton_renew", (key,), (holder, lease_ms)))
+        args = (holder, lease_ms)
+        return bool(self._call("singleton_renew", (key,), args, doing="renewing a singleton lock"))
 
     def singleton_release(self, key: str, holder: str) -> None:
-        self._call("singleton_release", (key,), (holder,))
+        self._call("singleton_release", (key,), (holder,), doing="releasing a singleton lock")
 
     def debounce_push(
         self, key: str, event_id: str, payload: str, period_ms: int, timeout_ms: int | None, order: int = 0
     ) -> int:
         args = (event_id, payload, period_ms, _opt(timeout_ms), DEBOUNCE_GRACE_MS, order)
-        return int(self._call("debounce_push", (key,), args))
+        return int(self._call("debounce_push", (key,), args, doing="pushing a debounced event"))
 
     def debounce_take(
         self, key: str, event_id: str, period_ms: int, timeout_ms: int | None
     ) -> DebounceResult:
-        state, payload, wait_ms = self._call("debounce_take", (key,), (event_id, period_ms, _opt(timeout_ms)))
-        return DebounceResult(
-            state=cast(DebounceState, _text(state)), payload=_text(payload), wait_ms=int(wait_ms)
-        )
+        args = (event_id, period_ms, _opt(timeout_ms))
+        state, payload, wait_ms = self._call("debounce_take", (key,), args, doing="checking a debounce")
+        return DebounceResult(state=cast(DebounceState, state), payload=payload or None, wait_ms=int(wait_ms))

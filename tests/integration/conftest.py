@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from celery_defer.redis_server import RedisServer
+from celery_defer.embedded_redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ import time
 import pytest
 import redis
 
-from celery_defer.dispatch import publish
-from celery_defer.records import DeferRecord, ParentRef, deferred_run_id
+from celery_defer.outbox.publish import publish
+from celery_defer.outbox.record import DeferRecord, ParentRef, deferred_run_id
 from celery_defer.store import store_for
 from tests.integration.conftest import wait_for
 
@@ -48,7 +48,7 @@ def test_a_re_sent_deferred_message_is_acknowledged_without_running(
     record = recorder_copy(result.id, "once", "{}")
     publish(app_module.app, [record, record])  # two more copies, as a redelivery would
     store = store_for(app_module.app)
-    wait_for(lambda: store.counters().get("duplicate:recorder") == 2)
+    wait_for(lambda: store.stats.counters().get("duplicate:recorder") == 2)
     assert len(seen("run")) == 1
 
 
@@ -57,7 +57,7 @@ def test_recovery_pass_sends_a_finalized_outbox_nobody_dispatched(start_worker, 
     parent = ParentRef("orphan-run", "orphan-run", "some.task")
     record = DeferRecord("left", "celery_defer.fn.recorder", "recorder", '{"k":1}', 1, parent)
     # What a worker leaves when it dies between recording and dispatch.
-    assert store.record("orphan-run", [record], final=True) == [record]
+    assert store.outbox.record("orphan-run", [record], final=True) == [record]
     start_worker()
     runs = wait_for(lambda: seen("run"), timeout_s=20)
     assert runs[0]["run_id"] == deferred_run_id("orphan-run", "left")
@@ -96,7 +96,7 @@ def test_a_copy_sent_while_the_run_waits_for_its_retry_does_not_start_a_second_c
     record = recorder_copy(result.id, "slow-retry", '{"retry_after": "2s"}')
     publish(app_module.app, [record])  # a stray copy of attempt 0, as recovery might send
     store = store_for(app_module.app)
-    wait_for(lambda: store.counters().get("duplicate:recorder") == 1, timeout_s=30)
+    wait_for(lambda: store.stats.counters().get("duplicate:recorder") == 1, timeout_s=30)
     assert [run["attempt"] for run in seen("run")] == [0, 1]
 
 
@@ -117,12 +117,12 @@ def test_worker_killed_mid_attempt_without_acks_late_still_runs_earlier_defers(
 
 def test_a_retry_keeps_the_run_reserved_even_while_it_waits_on_flow_control(redis_url, app_module):
     store = store_for(app_module.app)
-    assert store.claim_run("run", "attempt-0", lease_ms=5000, attempt=0).state == "ok"
-    store.hand_over_run("run", "attempt-0", next_attempt=1, ttl_ms=5000)  # a retry is sent
-    assert store.claim_run("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
-    assert store.claim_run("run", "attempt-1", lease_ms=5000, attempt=1).state == "ok"
-    store.hand_over_run("run", "attempt-1", next_attempt=1, ttl_ms=5000)  # attempt 1 must wait
-    assert store.claim_run("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
-    assert store.claim_run("run", "attempt-1-again", lease_ms=5000, attempt=1).state == "ok"
-    store.finish_run("run", "attempt-1-again", outcome="succeeded")
-    assert store.claim_run("run", "stray-copy", lease_ms=5000, attempt=0).state == "done"
+    assert store.claims.claim("run", "attempt-0", lease_ms=5000, attempt=0).state == "ok"
+    store.claims.hand_over("run", "attempt-0", next_attempt=1, ttl_ms=5000)  # a retry is sent
+    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
+    assert store.claims.claim("run", "attempt-1", lease_ms=5000, attempt=1).state == "ok"
+    store.claims.hand_over("run", "attempt-1", next_attempt=1, ttl_ms=5000)  # attempt 1 must wait
+    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
+    assert store.claims.claim("run", "attempt-1-again", lease_ms=5000, attempt=1).state == "ok"
+    store.claims.finish("run", "attempt-1-again", outcome="succeeded")
+    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0).state == "done"

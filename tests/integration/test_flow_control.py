@@ -78,7 +78,7 @@ def test_rate_limit_drops_what_is_over_the_limit(start_worker, app_module, seen)
     worker = start_worker(concurrency=2)
     app_module.fan_out.delay("rated", [{"i": i} for i in range(8)])
     store = store_for(app_module.app)
-    wait_for(lambda: store.counters().get("dropped:rated:rate_limit") == 5)
+    wait_for(lambda: store.stats.counters().get("dropped:rated:rate_limit") == 5)
     wait_for(lambda: len(of(seen("end"), "rated")) == 3)
     time.sleep(0.5)
     assert len(of(seen("start"), "rated")) == 3
@@ -108,7 +108,7 @@ def test_idempotency_runs_once_per_key_value(start_worker, app_module, seen):
     start_worker(concurrency=2)
     app_module.fan_out.delay("idem", [{"k": k, "i": i} for i, k in enumerate("ababab")])
     store = store_for(app_module.app)
-    wait_for(lambda: store.counters().get("dropped:idem:idempotency") == 4)
+    wait_for(lambda: store.stats.counters().get("dropped:idem:idempotency") == 4)
     wait_for(lambda: len(of(seen("end"), "idem")) == 2)
     assert sorted(run["data"]["k"] for run in of(seen("start"), "idem")) == ["a", "b"]
 
@@ -119,7 +119,7 @@ def test_singleton_skip_drops_the_newcomer(start_worker, app_module, seen):
     wait_for(lambda: of(seen("start"), "single-skip"))
     app_module.fan_out.delay("single-skip", [{"k": "s"}])
     store = store_for(app_module.app)
-    wait_for(lambda: store.counters().get("dropped:single-skip:singleton") == 1)
+    wait_for(lambda: store.stats.counters().get("dropped:single-skip:singleton") == 1)
     assert [run["data"].get("first") for run in of(seen("start"), "single-skip")] == [True]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery.result import AsyncResult
 
-from celery_defer.records import deferred_run_id
+from celery_defer.outbox.record import deferred_run_id
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from celery_defer.backoff import backoff_delay_s, retry_after_delay_s
+from celery_defer.deferred.retries import backoff_delay_s, retry_after_delay_s
 
 
 @pytest.mark.parametrize("attempt", range(8))

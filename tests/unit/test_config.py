@@ -9,7 +9,7 @@ from celery import Celery
 from pydantic import BaseModel
 
 from celery_defer import ConfigurationError, DeferredFunction, DeferTask, create_defer
-from celery_defer.durations import parse_duration_s
+from celery_defer.config.durations import parse_duration_s
 
 
 @pytest.fixture

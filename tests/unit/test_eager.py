@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from celery_defer import DeferTask, NonRetriableError, create_defer, defer
-from celery_defer.records import deferred_run_id
+from celery_defer.outbox.record import deferred_run_id
 
 
 @pytest.fixture(params=["always_eager", "apply"])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from celery_defer.config import validate_config
-from celery_defer.context import DeferEvent
+from celery_defer.config.options import validate_config
+from celery_defer.deferred.admission import FlowControl
+from celery_defer.deferred.context import DeferEvent
 from celery_defer.errors import StoreUnavailableError
-from celery_defer.flow import FlowControl
 from celery_defer.keys import KeySpace
 from celery_defer.limits import MemoryLimitBackend
 

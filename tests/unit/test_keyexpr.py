@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from celery_defer.context import DeferEvent
-from celery_defer.keyexpr import KeyExpressionError, compile_key
+from celery_defer.config.key_paths import compile_key
+from celery_defer.deferred.context import DeferEvent
+from celery_defer.errors import KeyExpressionError
 
 
 class User(BaseModel):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from celery_defer.dispatch import message_kwargs
-from celery_defer.records import DeferRecord, ParentRef, decode_outbox, deferred_run_id
+from celery_defer.deferred.message import build_message
+from celery_defer.outbox.record import DeferRecord, ParentRef, decode_outbox, deferred_run_id
 
 PARENT = ParentRef("run-1", "root-1", "shop.order_placed")
 
@@ -28,12 +28,12 @@ def test_encode_decode_round_trip_with_awkward_ids_and_unicode():
 
 
 def test_outbox_values_decode_in_recorded_order():
-    values = [f"{seq}|{make(f'd{seq}').encode()}".encode() for seq in (3, 1, 2)]
+    values = [f"{seq}|{make(f'd{seq}').encode()}" for seq in (3, 1, 2)]  # as a decoding client reads them
     assert [r.defer_id for r in decode_outbox(values)] == ["d1", "d2", "d3"]
 
 
 def test_message_carries_event_and_parent():
-    kwargs = message_kwargs(make("send"), enqueued_ms=5)
+    kwargs = build_message(make("send"), enqueued_ms=5)
     assert kwargs["event"] == {
         "name": "defer/f",
         "id": deferred_run_id("run-1", "send"),

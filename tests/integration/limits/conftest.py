@@ -39,7 +39,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[LimitBackend]:
         yield ClockedMemoryBackend()
         return
     url: str = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, decode_responses=True)
     try:
         yield RedisLimitBackend(client)
     finally:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from celery_defer.limits import LeaseKeeper
+from celery_defer.lease_keeper import LeaseKeeper
 
 LEASE_S = 0.15  # renewed every 50 ms
 
@@ -54,7 +54,7 @@ def test_failing_renewal_is_retried(keeper: LeaseKeeper, caplog: pytest.LogCaptu
         calls.release()
         raise ConnectionError("redis down")
 
-    with caplog.at_level(logging.WARNING, logger="celery_defer.limits.lease_keeper"):
+    with caplog.at_level(logging.WARNING, logger="celery_defer.lease_keeper"):
         keeper.register("run-1", lease_s=LEASE_S, renew=renew)
         assert calls.acquire(timeout=10)
         assert calls.acquire(timeout=10)

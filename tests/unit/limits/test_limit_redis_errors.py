@@ -7,13 +7,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from celery_defer.embedded_redis import free_port
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.limits import RedisLimitBackend
-from celery_defer.redis_server import free_port
 
 
 def test_unreachable_redis_raises_store_unavailable() -> None:
-    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis(
+        port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0), decode_responses=True
+    )
     backend = RedisLimitBackend(client)
     try:
         with pytest.raises(StoreUnavailableError) as caught:

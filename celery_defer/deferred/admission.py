@@ -1,0 +1,172 @@
+"""Admission of a deferred run through its flow-control guards (SPEC section 3).
+
+Every check-and-take is one atomic Redis script (see ``celery_defer.limits``).
+A run that must wait is put back on the queue with the delay its guard
+computed, holding nothing; a run that is dropped never starts its handler.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from celery_defer.config.flow_keys import GuardSpec
+from celery_defer.keys import KeySpace
+from celery_defer.lease_keeper import default_keeper
+from celery_defer.limits import Guard, LimitBackend
+
+logger = logging.getLogger(__name__)
+
+#: Marks, among the passed slots, a debounced run whose event was pushed.
+DEBOUNCE_PUSHED = "debounce:pushed"
+
+
+@dataclass(slots=True)
+class Admission:
+    """The guards' joint answer for one attempt of a deferred run.
+
+    Attributes:
+        action: ``proceed``, ``wait`` or ``drop``.
+        delay_s: for ``wait``, when to check again.
+        reason: for ``wait`` and ``drop``, which guard said so and why.
+        kind: the config key of the guard that did not proceed.
+        passed: slots of consuming guards already passed (not checked again).
+        held: guards holding a lease while the run executes, with their keys.
+        payload: JSON of the data to run with instead (debounce: the latest).
+        preempted: a run id to cancel (singleton mode ``cancel``).
+    """
+
+    action: Literal["proceed", "wait", "drop"]
+    delay_s: float = 0.0
+    reason: str = ""
+    kind: str = ""
+    passed: list[str] = field(default_factory=list)
+    held: list[tuple[Guard, str]] = field(default_factory=list)
+    payload: str | None = None
+    preempted: str | None = None
+
+
+class FlowControl:
+    """The guards of one deferred function, bound to one backend."""
+
+    def __init__(
+        self, function_id: str, specs: Sequence[GuardSpec], backend: LimitBackend, *, lease_s: float
+    ) -> None:
+        self.function_id = function_id
+        self.rules = [
+            (spec, spec.build(backend, lease_s=lease_s) if spec.holds else spec.build(backend))
+            for spec in specs
+        ]
+
+    def _redis_key(self, keys: KeySpace, spec: GuardSpec, event: Any) -> str:
+        value = spec.key(event) if spec.key is not None else None
+        owner = "@app" if spec.scope == "app" else self.function_id
+        kind = spec.slot if spec.scope == "fn" else spec.kind
+        return keys.limit(kind, owner, value)
+
+    def admit(
+        self,
+        keys: KeySpace,
+        event: Any,
+        run_id: str,
+        passed: Sequence[str],
+        data: Any,
+        event_seq: int = 0,
+    ) -> Admission:
+        """Check every guard the run has not passed yet, in order.
+
+        Raises:
+            StoreUnavailableError: a guard could not reach Redis; nothing is held.
+            ValueError: a key expression failed for this event.
+        """
+        admission = Admission("proceed", passed=list(passed))
+        try:
+            for spec, guard in self.rules:
+                if spec.slot in admission.passed:
+                    continue
+                key = self._redis_key(keys, spec, event)
+                if spec.kind == "debounce" and DEBOUNCE_PUSHED not in admission.passed:
+                    delay_s = guard.push(  # type: ignore[attr-defined]
+                        key, event_id=run_id, payload=json.dumps(data, separators=(",", ":")), order=event_seq
+                    )
+                    admission.passed.append(DEBOUNCE_PUSHED)
+                    return self._stop(admission, run_id, "wait", spec, delay_s, "debounced")
+                decision = guard.check(key, holder=run_id)
+                if decision.action != "proceed":
+                    return self._stop(
+                        admission, run_id, decision.action, spec, decision.delay_s, decision.reason
+                    )
+                if guard.lease_s is not None:
+                    admission.held.append((guard, key))
+                else:
+                    admission.passed.append(spec.slot)
+                admission.payload = decision.payload or admission.payload
+                admission.preempted = decision.preempted or admission.preempted
+        except BaseException:
+            self.release(admission.held, run_id)
+            raise
+        return admission
+
+    def _stop(
+        self,
+        admission: Admission,
+        run_id: str,
+        action: Literal["wait", "drop"],
+        spec: GuardSpec,
+        delay_s: float,
+        why: str,
+    ) -> Admission:
+        # A run that does not start must not sit on a slot while it waits.
+        self.release(admission.held, run_id)
+        admission.held = []
+        admission.action = action
+        admission.delay_s = delay_s
+        admission.kind = spec.kind
+        admission.reason = f"{spec.kind}: {why}" if why else spec.kind
+        return admission
+
+    def abandon(self, keys: KeySpace, event: Any, run_id: str) -> None:
+        """Leave every slot and waiting line the run may be in; best effort.
+
+        For a run that ends before its handler starts (a start timeout, an
+        error), so that it does not keep a place in line until that expires.
+        """
+        for spec, guard in self.rules:
+            if spec.holds:
+                try:
+                    guard.release(self._redis_key(keys, spec, event), holder=run_id)
+                except Exception:
+                    logger.debug("could not leave %s for run %s", spec.slot, run_id, exc_info=True)
+
+    @staticmethod
+    def release(held: Sequence[tuple[Guard, str]], run_id: str, run_s: float | None = None) -> None:
+        """Give back the leases a run held; failures are logged, leases expire anyway."""
+        for guard, key in held:
+            try:
+                guard.release(key, holder=run_id, run_s=run_s)
+            except Exception:
+                logger.warning("could not release %s lease %s; it expires by itself", guard.kind, key)
+
+
+@contextmanager
+def keep_leases(held: Sequence[tuple[Guard, str]], run_id: str) -> Iterator[None]:
+    """Renew the run's leases in the background while its handler executes."""
+    keeper = default_keeper()
+    tokens = []
+    for guard, key in held:
+        token = f"{guard.kind}:{key}:{run_id}"
+        assert guard.lease_s is not None
+        keeper.register(
+            token, lease_s=guard.lease_s, renew=functools.partial(guard.renew, key, holder=run_id)
+        )
+        tokens.append(token)
+    try:
+        yield
+    finally:
+        for token in tokens:
+            keeper.unregister(token)

@@ -1,0 +1,67 @@
+"""What a deferred handler receives: :class:`DeferContext` and its parts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
+
+T = TypeVar("T")
+
+
+class Parent(NamedTuple):
+    """The run that deferred this one."""
+
+    run_id: str
+    task_name: str
+    defer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeferEvent(Generic[T]):
+    """The event that started a deferred run.
+
+    Attributes:
+        name: ``defer/<function id>``.
+        data: an instance of the function's schema type, else the plain ``dict``.
+        id: the event's id, derived from the parent run id and the defer id.
+        ts: when ``defer()`` was called, in ms since the epoch.
+    """
+
+    name: str
+    data: T
+    id: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeferContext(Generic[T]):
+    """The one argument of a deferred handler.
+
+    Attributes:
+        event: the triggering event; ``event.data`` is typed by the schema.
+        run_id: the Celery task id of this deferred run.
+        attempt: 0 on the first try, then 1, 2, ... on retries.
+        parents: the run(s) that deferred this one.
+        logger: a logger whose records carry this run's id.
+        defer: :func:`celery_defer.defer`, to defer further functions from here.
+    """
+
+    event: DeferEvent[T]
+    run_id: str
+    attempt: int
+    parents: list[Parent]
+    logger: logging.LoggerAdapter[logging.Logger]
+    defer: Callable[..., None] = field(repr=False)
+
+
+def run_logger(function_id: str, run_id: str) -> logging.LoggerAdapter[logging.Logger]:
+    """Return the ``ctx.logger`` of one deferred run."""
+    return logging.LoggerAdapter(
+        logging.getLogger(f"celery_defer.fn.{function_id}"),
+        {"defer_function": function_id, "defer_run_id": run_id},
+    )
+
+
+AnyContext = DeferContext[Any]

@@ -1,0 +1,86 @@
+"""``create_defer``: define a deferred function on a Celery app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, overload
+
+from celery import Celery
+
+from celery_defer.config.options import DeferConfig, FunctionOptions, validate_config
+from celery_defer.deferred.function import DeferredFunction, execute_message
+from celery_defer.errors import ConfigurationError
+from celery_defer.parent.worker_signals import install
+
+Handler = Callable[[Any], Any]
+
+
+@overload
+def create_defer(app: Celery, config: DeferConfig, handler: Handler) -> DeferredFunction: ...
+
+
+@overload
+def create_defer(
+    app: Celery, config: DeferConfig, handler: None = None
+) -> Callable[[Handler], DeferredFunction]: ...
+
+
+def create_defer(
+    app: Celery, config: DeferConfig, handler: Handler | None = None
+) -> DeferredFunction | Callable[[Handler], DeferredFunction]:
+    """Define a deferred function and register it on ``app`` as a Celery task.
+
+    Args:
+        app: the Celery app the function's runs go through.
+        config: the function's config (SPEC section 3); validated now.
+        handler: ``def handler(ctx)`` or ``async def handler(ctx)``. Omit it to
+            use ``create_defer(app, config)`` as a decorator.
+
+    Returns:
+        The :class:`DeferredFunction`, to pass as ``defer(..., function=...)``.
+
+    Raises:
+        ConfigurationError: the config is invalid; the message names the key.
+    """
+    options = validate_config(config)
+    if handler is None:
+        return lambda fn: _register(app, options, fn)
+    return _register(app, options, handler)
+
+
+def _register(app: Celery, options: FunctionOptions, handler: Handler) -> DeferredFunction:
+    if not callable(handler):
+        raise ConfigurationError(f"the handler of {options.id!r} must be callable", key="handler")
+    existing = app._tasks.get(options.task_name)
+    existing_handler = getattr(existing, "handler", None)
+    if existing is not None and _origin(existing_handler) != _origin(handler):
+        raise ConfigurationError(
+            f"id {options.id!r} is already used by another deferred function on this app",
+            key="id",
+        )
+    install(app)
+    attributes: dict[str, Any] = {
+        "__celery_defer_options__": options,
+        "handler": staticmethod(handler),
+        "max_retries": options.retries,
+        "__doc__": handler.__doc__,
+        "__module__": getattr(handler, "__module__", __name__),
+    }
+    if options.finish_timeout_s is not None:
+        attributes["soft_time_limit"] = options.finish_timeout_s
+        attributes["time_limit"] = options.finish_timeout_s + 5
+    task: DeferredFunction = app.task(
+        name=options.task_name,
+        base=DeferredFunction,
+        bind=True,
+        lazy=False,
+        shared=False,
+        **attributes,
+    )(execute_message)
+    return task
+
+
+def _origin(handler: object) -> tuple[str, str] | None:
+    if handler is None:
+        return None
+    return (getattr(handler, "__module__", ""), getattr(handler, "__qualname__", repr(handler)))

@@ -1,0 +1,257 @@
+"""``DeferredFunction``: the Celery task that runs one deferred function's runs.
+
+One attempt reads top to bottom in :meth:`DeferredFunction.execute`: parse the
+message, claim the run id (a copy of a finished run stops here), admit it
+through flow control (it may wait or be dropped), run the handler, and finish:
+the run is marked done once the defers its handler made are safe in the outbox.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, NoReturn
+
+from celery.exceptions import Reject, Retry
+
+from celery_defer.config.options import FunctionOptions
+from celery_defer.deferred.admission import Admission, FlowControl, keep_leases
+from celery_defer.deferred.claims import HeldClaim
+from celery_defer.deferred.context import DeferContext, DeferEvent, Parent, run_logger
+from celery_defer.deferred.handler_call import invoke_handler, validate_payload
+from celery_defer.deferred.message import DeferMessage, parse_message
+from celery_defer.deferred.retries import retry_delay_s
+from celery_defer.deferred.timeouts import check_timeouts, now_ms, remaining_time_limits
+from celery_defer.errors import DeferredRunTimeoutError, DuplicateRun, MalformedMessageError, Requeued
+from celery_defer.parent.attempt import hand_over
+from celery_defer.parent.call_site import defer
+from celery_defer.parent.capture import current_capture
+from celery_defer.parent.task import DeferTask
+from celery_defer.settings import settings_for
+from celery_defer.store import Store, store_for
+
+logger = logging.getLogger(__name__)
+
+
+class DeferredFunction(DeferTask):
+    """A deferred function: a real Celery task, made by :func:`celery_defer.create_defer`.
+
+    Its task name is ``celery_defer.fn.<id>``. Send work to it with
+    :func:`celery_defer.defer`; calling ``.delay()`` on it yourself is not supported.
+    """
+
+    abstract = True
+    serializer = "json"
+    __celery_defer_options__: ClassVar[FunctionOptions]
+    handler: Callable[[Any], Any]
+
+    def execute(self, **kwargs: Any) -> Any:
+        """Run one attempt of a deferred run (the body of the task)."""
+        message = self._parse(kwargs)
+        if self.request.is_eager:
+            # In-process runs are for tests and scripts: no claims, no flow control.
+            message, payload, admission = self._admit(message, None, None)
+            return self._run(message, payload, admission, None)
+        store, claim = self._claim(message)
+        with claim.kept_alive():
+            message, payload, admission = self._admit(message, store, claim)
+            if admission.action != "proceed":
+                return self._hold_back(admission, store, claim, message)
+            return self._run(message, payload, admission, claim)
+
+    def _parse(self, kwargs: dict[str, Any]) -> DeferMessage:
+        try:
+            return parse_message(kwargs)
+        except MalformedMessageError as exc:
+            logger.error(
+                "deferred run %s of %r failed: its message is not one defer() sends (%s); not retried",
+                self.request.id,
+                self.__celery_defer_options__.id,
+                exc,
+            )
+            raise
+
+    def _claim(self, message: DeferMessage) -> tuple[Store, HeldClaim]:
+        request = self.request
+        try:
+            store = store_for(self.app)
+            claim = HeldClaim(store.claims, request.id, lease_ms=int(store.settings.lease_s * 1000))
+            found = claim.take(attempt=request.retries or 0)
+        except Exception as exc:
+            self._fail_or_retry(exc, None, message)
+        if found.state == "done":
+            function_id = self.__celery_defer_options__.id
+            logger.info(
+                "deferred run %s of %r is a copy of a run that already %s; acknowledged",
+                request.id,
+                function_id,
+                found.detail,
+            )
+            store.stats.count(f"duplicate:{function_id}")
+            raise DuplicateRun(f"already {found.detail}")
+        if found.state == "busy":
+            self.requeue(delay_s=found.busy_for_s + 0.05, reason="another copy has the run")
+        return store, claim
+
+    def _admit(
+        self, message: DeferMessage, store: Store | None, claim: HeldClaim | None
+    ) -> tuple[DeferMessage, Any, Admission]:
+        """Validate the payload and pass the flow-control guards.
+
+        Returns the message and payload to run with (debounce may swap in the
+        latest event's data) and the guards' answer.
+        """
+        options = self.__celery_defer_options__
+        run_id: str = self.request.id
+        try:
+            payload = validate_payload(options.schema, message.data)
+            if store is None or not options.flow:
+                check_timeouts(options, message)
+                return message, payload, Admission("proceed", passed=list(message.passed))
+            flow = self._flow(store)
+            event = DeferEvent(message.event_name, payload, message.event_id, message.event_ts)
+            try:
+                check_timeouts(options, message)
+            except DeferredRunTimeoutError:
+                flow.abandon(store.keys, event, run_id)
+                raise
+            admission = flow.admit(
+                store.keys, event, run_id, list(message.passed), message.data, message.event_seq
+            )
+            if admission.action == "proceed" and admission.payload is not None:
+                message = message.replace(data=json.loads(admission.payload))
+                payload = validate_payload(options.schema, message.data)
+        except Exception as exc:
+            self._fail_or_retry(exc, claim, message)
+        return message, payload, admission
+
+    def _flow(self, store: Store) -> FlowControl:
+        cached: tuple[Store, FlowControl] | None = self.__dict__.get("_flow_cache")
+        if cached is None or cached[0] is not store:
+            options = self.__celery_defer_options__
+            flow = FlowControl(options.id, options.flow, store.limits, lease_s=store.settings.lease_s)
+            cached = (store, flow)
+            self.__dict__["_flow_cache"] = cached
+        return cached[1]
+
+    def _run(self, message: DeferMessage, payload: Any, admission: Admission, claim: HeldClaim | None) -> Any:
+        options = self.__celery_defer_options__
+        run_id: str = self.request.id
+        if admission.preempted:
+            logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
+            self.app.control.revoke(admission.preempted, terminate=True)
+        message = message.replace(started_ms=message.started_ms or now_ms(), passed=tuple(admission.passed))
+        context = DeferContext(
+            event=DeferEvent(message.event_name, payload, message.event_id, message.event_ts),
+            run_id=run_id,
+            attempt=self.request.retries or 0,
+            parents=[Parent(message.parent_run_id, message.parent_task_name, message.defer_id)],
+            logger=run_logger(options.id, run_id),
+            defer=defer,
+        )
+        began = time.monotonic()
+        try:
+            with keep_leases(admission.held, run_id):
+                result = invoke_handler(self.handler, context)
+        except Exception as exc:
+            FlowControl.release(admission.held, run_id, time.monotonic() - began)
+            self._fail_or_retry(exc, claim, message)
+        FlowControl.release(admission.held, run_id, time.monotonic() - began)
+        self._finish_once_recorded(claim, "succeeded")
+        return result
+
+    def _finish_once_recorded(self, claim: HeldClaim | None, outcome: str) -> None:
+        # The run is marked done only once the defers its handler made are in the
+        # outbox: a kill in between re-runs it rather than lose them.
+        capture = current_capture.get()
+        if claim is not None and capture is not None:
+            capture.when_saved = functools.partial(claim.finish, outcome)
+
+    def _hold_back(self, admission: Admission, store: Store, claim: HeldClaim, message: DeferMessage) -> Any:
+        options = self.__celery_defer_options__
+        run_id: str = self.request.id
+        if admission.action == "drop":
+            logger.info("deferred run %s of %r dropped: %s", run_id, options.id, admission.reason)
+            store.stats.count(f"dropped:{options.id}:{admission.kind}")
+            self._finish_once_recorded(claim, "dropped")
+            return {"dropped": admission.reason}
+        # Kept for this very attempt: a stray copy of an earlier one stays out.
+        ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
+        claim.hand_over(next_attempt=self.request.retries or 0, ttl_ms=ttl_ms)
+        waiting = message.replace(passed=tuple(admission.passed))
+        self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
+
+    def _fail_or_retry(self, exc: Exception, claim: HeldClaim | None, message: DeferMessage) -> NoReturn:
+        """End the attempt that raised ``exc``: a retry, or the run's final failure."""
+        options = self.__celery_defer_options__
+        request = self.request
+        attempt: int = request.retries or 0
+        settings = settings_for(self.app)
+        delay_s = retry_delay_s(options, settings, attempt, exc)
+        if delay_s is None:
+            self._finish_once_recorded(claim, "failed")
+            raise exc
+        logger.info(
+            "deferred run %s of %r failed (attempt %d), retrying in %.2fs: %r",
+            request.id,
+            options.id,
+            attempt,
+            delay_s,
+            exc,
+        )
+        if request.is_eager:
+            raise self._eager_retry(exc, delay_s, message.to_kwargs()) from exc
+        if claim is not None:
+            claim.hand_over(next_attempt=attempt + 1, ttl_ms=int((delay_s + settings.lease_s) * 1000))
+        raise self.retry(
+            exc=exc,
+            countdown=delay_s,
+            max_retries=options.retries,
+            kwargs=message.to_kwargs(),
+            **remaining_time_limits(options, message),
+        ) from exc
+
+    def _eager_retry(self, exc: Exception, delay_s: float, kwargs: dict[str, Any]) -> Retry:
+        # Task.retry makes the next eager attempt propagate its errors under
+        # task_eager_propagates, which would end the retries early; the next
+        # attempt of an in-process run keeps throw=False instead.
+        request = self.request
+        signature = self.signature_from_request(
+            request, None, kwargs, countdown=delay_s, retries=request.retries + 1, throw=False
+        )
+        return Retry(exc=exc, when=delay_s, is_eager=True, sig=signature)
+
+    def requeue(self, *, delay_s: float, reason: str, kwargs: dict[str, Any] | None = None) -> NoReturn:
+        """Put this run back on the queue after ``delay_s``, spending no retry.
+
+        Raises:
+            Requeued: the worker acknowledges this message; the new one carries the run.
+            Reject: the new message could not be sent; the broker keeps this one
+                when ``acks_late`` is on.
+        """
+        request = self.request
+        signature = self.signature_from_request(
+            request, None, kwargs, countdown=max(delay_s, 0.0), retries=request.retries or 0
+        )
+        hand_over(current_capture.get(), request)
+        try:
+            signature.apply_async()
+        except Exception as exc:
+            if self.acks_late:
+                logger.error(
+                    "deferred run %s could not wait its turn (%s); the broker keeps it", request.id, exc
+                )
+                raise Reject(exc, requeue=True) from exc
+            # The message is already acknowledged: fail for all to see, never vanish.
+            logger.error("deferred run %s failed: it could not be put back on the queue", request.id)
+            raise
+        logger.debug("deferred run %s waits %.3fs: %s", request.id, delay_s, reason)
+        raise Requeued(reason)
+
+
+def execute_message(task: DeferredFunction, **kwargs: Any) -> Any:
+    """The body of every deferred function's task (bound: ``task`` is the task)."""
+    return task.execute(**kwargs)

@@ -1,0 +1,8 @@
+-- Prepended to every script by celery_defer.redis_io: the one clock of the library.
+-- Every host reads time from Redis, so leases and waits agree across workers.
+-- Writes after TIME need effects replication before Redis 5 (a no-op since).
+pcall(redis.replicate_commands)
+local function redis_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end

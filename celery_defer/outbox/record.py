@@ -1,0 +1,108 @@
+"""One recorded ``defer()`` call: the form in which the parent side hands it to the outbox.
+
+A :class:`DeferRecord` is made at the call site (``celery_defer.parent.call_site``),
+stored in the outbox as :meth:`DeferRecord.encode` text, and turned into a
+message by ``celery_defer.deferred.message.build_message`` when its run finalizes.
+Its deferred run's id, :func:`deferred_run_id`, depends only on the parent run id
+and the defer id: every copy of the message carries the same one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+#: Namespace of deterministic deferred run ids (uuid5 of parent run id and defer id).
+_RUN_ID_NAMESPACE = uuid.UUID("5d1f7f0e-4d0b-4a43-9a77-2f5c4f0d6c1e")
+
+
+def deferred_run_id(parent_run_id: str, defer_id: str) -> str:
+    """Return the Celery task id of the deferred run caused by one ``defer()`` call.
+
+    The id depends only on the parent run and the defer id, so every copy of the
+    message, however it was sent, carries the same id.
+    """
+    return str(uuid.uuid5(_RUN_ID_NAMESPACE, f"{parent_run_id}\x00{defer_id}"))
+
+
+class ParentRef(NamedTuple):
+    """The parent run a record belongs to."""
+
+    run_id: str
+    root_id: str
+    task_name: str
+
+
+class DeferRecord(NamedTuple):
+    """A ``defer()`` call after its checks: what to run, with which data.
+
+    ``data_json`` is the payload already encoded as a JSON object, which is what
+    makes the call a snapshot: the caller's object is never read again.
+    """
+
+    defer_id: str
+    task_name: str
+    function_id: str
+    data_json: str
+    ts_ns: int
+    parent: ParentRef
+    queue: str | None = None
+    priority: int | None = None
+
+    @property
+    def ts_ms(self) -> int:
+        """When ``defer()`` was called, in ms since the epoch."""
+        return self.ts_ns // 1_000_000
+
+    @property
+    def run_id(self) -> str:
+        return deferred_run_id(self.parent.run_id, self.defer_id)
+
+    def encode(self) -> str:
+        """Return the record for the outbox: a JSON head, a newline, the JSON payload.
+
+        JSON text never holds a raw newline, so the newline splits the two
+        parts, and the payload is spliced in as it is rather than re-encoded.
+        """
+        head = json.dumps(
+            {
+                "id": self.defer_id,
+                "task": self.task_name,
+                "fn": self.function_id,
+                "ts": self.ts_ns,
+                "run": self.parent.run_id,
+                "root": self.parent.root_id,
+                "ptask": self.parent.task_name,
+                "q": self.queue,
+                "p": self.priority,
+            },
+            separators=(",", ":"),
+        )
+        return f"{head}\n{self.data_json}"
+
+    @classmethod
+    def decode(cls, raw: str) -> DeferRecord:
+        head, _, data_json = raw.partition("\n")
+        doc: dict[str, Any] = json.loads(head)
+        return cls(
+            defer_id=doc["id"],
+            task_name=doc["task"],
+            function_id=doc["fn"],
+            data_json=data_json,
+            ts_ns=int(doc["ts"]),
+            parent=ParentRef(doc["run"], doc["root"], doc["ptask"]),
+            queue=doc.get("q"),
+            priority=doc.get("p"),
+        )
+
+
+def decode_outbox(values: Sequence[str]) -> list[DeferRecord]:
+    """Decode the outbox values (``"seq|record"``) in the order they were recorded."""
+    ordered: list[tuple[int, str]] = []
+    for value in values:
+        seq, _, raw = value.partition("|")
+        ordered.append((int(seq), raw))
+    ordered.sort(key=lambda pair: pair[0])
+    return [DeferRecord.decode(raw) for _, raw in ordered]

@@ -1,0 +1,126 @@
+"""The recovery pass: every worker sends what a dead worker left finalized but unsent."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+from celery import Celery, bootsteps
+
+from celery_defer.errors import CeleryDeferError
+from celery_defer.outbox.dispatch import dispatch, finalize_unreturned
+from celery_defer.outbox.redis_outbox import RedisOutbox
+from celery_defer.settings import settings_for
+from celery_defer.store import store_for
+
+logger = logging.getLogger(__name__)
+
+#: Runs one pass takes at most; a pass that finds a full batch goes on at once.
+BATCH = 200
+
+
+def recover_once(app: Celery) -> int:
+    """Send the defers of finalized runs whose dispatch is overdue; return runs sent.
+
+    A run taken by this pass is hidden from other passes for a lease; if this
+    worker dies mid-way, the run is due again when the lease ends.
+    """
+    outbox = store_for(app).outbox
+    lease_ms = int(max(30.0, 2 * outbox.settings.recovery_interval_s) * 1000)
+    _finalize_dead_attempts(app, outbox, lease_ms)
+    sent = 0
+    while True:
+        run_ids = outbox.claim_due(limit=BATCH, lease_ms=lease_ms)
+        for run_id in run_ids:
+            records = outbox.pending_records(run_id)
+            if not records:
+                outbox.complete(run_id)
+                continue
+            logger.warning(
+                "recovering run %s: sending %d deferred runs its worker left unsent", run_id, len(records)
+            )
+            # Same path as after_return; a failed send stays due for a later pass.
+            dispatch(app, run_id, records, eager=False)
+            sent += 1
+        if len(run_ids) < BATCH:
+            return sent
+
+
+def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> None:
+    """Finalize runs whose worker died mid-attempt and whose message is gone.
+
+    Such a run never returns and Celery never reports it: without this, what
+    its earlier attempts recorded would wait in the outbox until it expires.
+    With ``acks_late`` the broker redelivers the message and the run goes on,
+    so those runs are left to it (their lease is looked at again later).
+    """
+    for run_id in outbox.claim_stale_attempts(limit=BATCH, lease_ms=lease_ms):
+        records = outbox.pending_records(run_id)
+        if not records:  # the outbox expired: nothing left to wait for
+            outbox.complete(run_id)
+            continue
+        task = app.tasks.get(records[0].parent.task_name)
+        acks_late = task.acks_late if task is not None else app.conf.task_acks_late
+        if acks_late:
+            continue
+        logger.warning(
+            "run %s: its worker died mid-attempt and the message was acknowledged; "
+            "finalizing it with its %d recorded defers",
+            run_id,
+            len(records),
+        )
+        finalize_unreturned(app, run_id)
+
+
+class RecoveryThread(threading.Thread):
+    """Runs :func:`recover_once` every ``defer_recovery_interval`` seconds."""
+
+    def __init__(self, app: Celery) -> None:
+        super().__init__(name="celery-defer-recovery", daemon=True)
+        self.app = app
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        interval_s = settings_for(self.app).recovery_interval_s
+        # A first pass soon after start picks up what a crashed predecessor left.
+        delay_s = min(1.0, interval_s)
+        while not self._stopped.wait(delay_s):
+            try:
+                recover_once(self.app)
+            except CeleryDeferError as exc:
+                logger.warning("recovery pass failed: %s", exc)
+            except Exception:
+                logger.exception("recovery pass failed")
+            delay_s = interval_s * random.uniform(0.9, 1.1)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker bootstep that runs the recovery pass; installed by ``create_defer``."""
+
+    label = "celery_defer recovery"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.thread: RecoveryThread | None = None
+
+    def start(self, parent: Any) -> None:
+        try:
+            settings_for(parent.app).require_redis_url()
+        except CeleryDeferError as exc:
+            logger.error("celery_defer recovery not started: %s", exc)
+            return
+        self.thread = RecoveryThread(parent.app)
+        self.thread.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread.join(timeout=5)
+            self.thread = None
+
+    shutdown = stop

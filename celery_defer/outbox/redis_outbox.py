@@ -1,0 +1,118 @@
+"""The Redis outbox: a parent run's recorded defers, kept until they are sent.
+
+Per run, a hash ``outbox:<run id>`` maps defer id to ``"<seq>|<record>"`` (first
+payload wins, ``seq`` keeps call order). Two zsets index runs across the fleet:
+``finalized`` (runs whose defers await dispatch, scored by when recovery may send
+them) and ``attempts`` (running attempts of runs that have recorded defers,
+scored by the end of their lease; see ``celery_defer.outbox.recovery``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis
+
+from celery_defer import keys
+from celery_defer.outbox.record import DeferRecord, decode_outbox
+from celery_defer.redis_io import Scripts, reaching
+from celery_defer.settings import Settings
+
+#: How long after a run finalizes its defers wait for the finalizing hook before
+#: a recovery pass may send them instead.
+DISPATCH_GRACE_MS = 5_000
+
+_SCRIPTS = ("record", "finalize", "claim_due", "attempt_begin", "attempt_renew")
+
+
+class RedisOutbox:
+    """The outbox of one app's parent runs, in one Redis database.
+
+    Every method raises :class:`~celery_defer.StoreUnavailableError` when Redis fails.
+    """
+
+    def __init__(self, client: redis.Redis, settings: Settings, keyspace: keys.KeySpace) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = keyspace
+        self._script = Scripts(client, "outbox", _SCRIPTS)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.lease_s * 1000)
+
+    def recorded_ids(self, run_id: str) -> set[str]:
+        """Return the defer ids earlier attempts of ``run_id`` recorded.
+
+        When there are some, the attempt now starting is leased in the attempts
+        zset until it records (renew it with :meth:`renew_attempt`).
+        """
+        fields = self._script(
+            "attempt_begin",
+            [self.keys.outbox(run_id), self.keys.attempts()],
+            [run_id, self.lease_ms],
+            doing=f"reading the outbox of {run_id}",
+        )
+        return set(fields)
+
+    def renew_attempt(self, run_id: str) -> bool:
+        """Extend the lease of a running attempt; False once it ended."""
+        renewed = self._script(
+            "attempt_renew",
+            [self.keys.attempts()],
+            [run_id, self.lease_ms],
+            doing=f"renewing the attempt of {run_id}",
+        )
+        return bool(renewed)
+
+    def claim_stale_attempts(self, *, limit: int, lease_ms: int) -> list[str]:
+        """Take runs whose attempt lease ran out: their worker died mid-attempt."""
+        ids = self._script(
+            "claim_due", [self.keys.attempts()], [limit, lease_ms], doing="looking for dead attempts"
+        )
+        return list(ids)
+
+    def record(self, run_id: str, records: list[DeferRecord], *, final: bool) -> list[DeferRecord]:
+        """Record an attempt's defers; when the run finalizes, return all of its records."""
+        argv: list[Any] = [run_id, keys.OUTBOX_TTL_S, "1" if final else "0", DISPATCH_GRACE_MS]
+        for record in records:
+            argv += (record.defer_id, record.encode())
+        values = self._script(
+            "record",
+            [self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
+            argv,
+            doing=f"recording the defers of {run_id}",
+        )
+        return decode_outbox(values)
+
+    def finalize(self, run_id: str) -> list[DeferRecord]:
+        """Finalize a run that ended without its attempt returning; return its records."""
+        values = self._script(
+            "finalize",
+            [self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
+            [run_id, DISPATCH_GRACE_MS],
+            doing=f"finalizing {run_id}",
+        )
+        return decode_outbox(values)
+
+    def pending_records(self, run_id: str) -> list[DeferRecord]:
+        """Return what is recorded for ``run_id`` and not yet dispatched."""
+        with reaching(f"reading the outbox of {run_id}"):
+            values = cast(list[str], self.client.hvals(self.keys.outbox(run_id)))
+        return decode_outbox(values)
+
+    def complete(self, run_id: str) -> None:
+        """Forget a run's outbox once every record of it was published."""
+        with reaching(f"completing the dispatch of {run_id}"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.keys.outbox(run_id))
+            pipe.zrem(self.keys.finalized(), run_id)
+            pipe.zrem(self.keys.attempts(), run_id)
+            pipe.execute()
+
+    def claim_due(self, *, limit: int, lease_ms: int) -> list[str]:
+        """Take finalized runs whose dispatch is overdue (recovery)."""
+        ids = self._script(
+            "claim_due", [self.keys.finalized()], [limit, lease_ms], doing="looking for undispatched runs"
+        )
+        return list(ids)

@@ -1,0 +1,156 @@
+"""A parent run's defers through its life: recorded as attempts end, sent when it finalizes.
+
+Durability rests on one ordering: an attempt's defers are written to Redis the
+moment its body returns or raises, before Celery stores the result, and the
+run is marked finalized in the same atomic step. Dispatch happens afterwards
+(from ``after_return``), and a worker that dies in between leaves a finalized
+outbox that any worker's recovery pass sends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from celery_defer.errors import ConfigurationError
+from celery_defer.lease_keeper import default_keeper
+from celery_defer.outbox.memory_outbox import MemoryOutbox, eager_outbox
+from celery_defer.outbox.record import DeferRecord, ParentRef
+from celery_defer.outbox.redis_outbox import RedisOutbox
+from celery_defer.parent.capture import RunCapture
+from celery_defer.store import store_for
+
+logger = logging.getLogger(__name__)
+
+
+def _outbox(app: Celery, eager: bool) -> RedisOutbox | MemoryOutbox:
+    return eager_outbox if eager else store_for(app).outbox
+
+
+def begin_attempt(app: Celery, request: Any, task_name: str) -> RunCapture:
+    """Open the capture of one attempt; learn what earlier attempts recorded."""
+    run_id: str = request.id
+    eager = bool(request.is_eager)
+    parent = ParentRef(run_id, request.root_id or run_id, task_name)
+    capture = RunCapture(parent=parent, app=app, eager=eager)
+    delivery = request.delivery_info or {}
+    if request.retries or delivery.get("redelivered") or eager:
+        try:
+            outbox = _outbox(app, eager)
+            capture.earlier_ids = frozenset(outbox.recorded_ids(run_id))
+            if capture.earlier_ids and isinstance(outbox, RedisOutbox):
+                _lease_attempt(outbox, run_id)
+                capture.leased = True
+        except ConfigurationError:
+            pass  # no Redis configured: no attempt can have recorded anything
+        except Exception:
+            # Redis keeps first-wins on its own (HSETNX); what is unknown is the
+            # count, and whether the run has defers to finalize: assume it does.
+            logger.warning("could not read earlier defers of run %s", run_id, exc_info=True)
+            capture.earlier_unknown = True
+    return capture
+
+
+def _lease_attempt(outbox: RedisOutbox, run_id: str) -> None:
+    # While this attempt runs, its lease in the attempts zset says a worker is on
+    # it; if the worker dies, the lease runs out and a recovery pass finalizes
+    # the run (see recovery.py), so earlier attempts' defers are not stranded.
+    default_keeper().register(
+        f"attempt:{run_id}",
+        lease_s=outbox.settings.lease_s,
+        renew=functools.partial(outbox.renew_attempt, run_id),
+    )
+
+
+def close_attempt(capture: RunCapture) -> None:
+    """Stop renewing the attempt's lease (its end, or its interruption)."""
+    if capture.leased:
+        default_keeper().unregister(f"attempt:{capture.parent.run_id}")
+
+
+def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
+    """Record the attempt's defers; return every record of the run when it finalizes.
+
+    Never raises: a Redis failure is logged, and a finalizing attempt then sends
+    its own defers straight away rather than lose them.
+    """
+    capture.final = final
+    if not capture.records and not capture.earlier_ids and not capture.earlier_unknown:
+        return []
+    if not final and not capture.records and capture.handed_over:
+        # Ended already, before the next attempt was sent; recording again would
+        # only drop that attempt's lease.
+        return []
+    run_id = capture.parent.run_id
+    try:
+        records = _outbox(capture.app, capture.eager).record(run_id, capture.records, final=final)
+    except Exception as exc:
+        ids = [record.defer_id for record in capture.records]
+        if final:
+            logger.error(
+                "run %s: could not record defers %s (%s); sending them without the outbox",
+                run_id,
+                ids,
+                exc,
+            )
+            capture.saved = False
+            return list(capture.records)
+        logger.error("run %s: defers %s lost: could not record them: %s", run_id, ids, exc)
+        capture.saved = False
+        return []
+    # Recorded: a later end of the same attempt (retry() then the Retry it
+    # raises) must not record them again, and the run now has defers to finalize.
+    capture.earlier_ids |= {record.defer_id for record in capture.records}
+    capture.records = []
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class Finalization:
+    """A finalized run's records, left by ``__call__`` for ``after_return`` to send.
+
+    Celery stores the result between the two hooks; sending after it keeps a
+    deferred run from starting before its parent's result can be read.
+    """
+
+    run_id: str
+    records: list[DeferRecord]
+    eager: bool
+
+
+_awaiting_after_return: ContextVar[Finalization | None] = ContextVar(
+    "celery_defer_awaiting_after_return", default=None
+)
+
+
+def leave_for_after_return(finalization: Finalization) -> None:
+    """Hand a finalized run to the ``after_return`` that Celery calls next in this context."""
+    _awaiting_after_return.set(finalization)
+
+
+def take_for_after_return(run_id: str) -> Finalization | None:
+    """Take what ``__call__`` left for run ``run_id``; ``None`` when it left nothing."""
+    finalization = _awaiting_after_return.get()
+    if finalization is None or finalization.run_id != run_id:
+        return None
+    _awaiting_after_return.set(None)
+    return finalization
+
+
+def hand_over(capture: RunCapture | None, request: Any) -> None:
+    """End the attempt before its next attempt is sent (``retry()``, a requeue).
+
+    Celery sends the next attempt before the current one returns; recording
+    now means that attempt finds these defers, and that the end of this one
+    cannot clear the lease the next one takes.
+    """
+    if capture is None or capture.parent.run_id != request.id or capture.eager:
+        return
+    if capture.records or capture.leased:
+        end_attempt(capture, final=False)
+        capture.handed_over = True

@@ -1,0 +1,148 @@
+"""``defer()``: record one deferred run for when the current parent run finalizes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from celery_defer.config.options import FunctionOptions
+from celery_defer.config.schemas import encode_plain
+from celery_defer.deferred.context import DeferEvent
+from celery_defer.deferred.message import event_name
+from celery_defer.errors import AsyncSchemaError, CallSkipped, SchemaRejected
+from celery_defer.outbox.record import DeferRecord, deferred_run_id
+from celery_defer.parent.capture import RunCapture, current_capture
+
+logger = logging.getLogger("celery_defer")
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def defer(id: str, *, function: Any = None, data: Mapping[str, Any] | BaseModel | None = None) -> None:
+    """Run ``function`` with ``data`` once the current parent run finalizes.
+
+    Synchronous and fire-and-forget: it returns ``None``, never raises, and the
+    caller goes on at once. A call that breaks a rule (SPEC section 4) is logged
+    on the ``celery_defer`` logger and skipped.
+
+    Args:
+        id: unique within the parent run; a repeated id keeps the first call's data.
+        function: a deferred function made by :func:`celery_defer.create_defer`.
+        data: a ``dict`` or pydantic model, JSON-serialisable, valid for the
+            function's schema. It is copied as JSON now.
+    """
+    capture = current_capture.get()
+    try:
+        if capture is None:
+            raise CallSkipped(
+                "called outside a parent run: call it while a task whose base is celery_defer.DeferTask runs"
+            )
+        record = _build_record(capture, id, function, data)
+    except CallSkipped as skip:
+        run = f" in run {capture.parent.run_id} ({capture.parent.task_name})" if capture else ""
+        logger.error("defer(%r) skipped%s: %s", id, run, skip)
+        return
+    except Exception:
+        logger.error("defer(%r) skipped: unexpected error", id, exc_info=True)
+        return
+    if record is not None:
+        capture.records.append(record)
+        capture.ids.add(record.defer_id)
+
+
+def _build_record(capture: RunCapture, defer_id: object, function: Any, data: object) -> DeferRecord | None:
+    if not isinstance(defer_id, str):
+        raise CallSkipped(f"the id must be a str, got {type(defer_id).__name__}")
+    if not defer_id:
+        raise CallSkipped("the id is empty")
+    if _CONTROL_CHARS.search(defer_id):
+        raise CallSkipped("the id contains control characters")
+    options: FunctionOptions | None = getattr(function, "__celery_defer_options__", None)
+    if options is None:
+        if function is None:
+            raise CallSkipped("no function given: pass function=<a function made by create_defer>")
+        raise CallSkipped(f"function {function!r} was not made by celery_defer.create_defer")
+    if defer_id in capture.ids:
+        logger.warning(
+            "defer(%r) skipped in run %s: the id was already used in this run; the first call's data is kept",
+            defer_id,
+            capture.parent.run_id,
+        )
+        return None
+    if defer_id in capture.earlier_ids:
+        logger.debug("defer(%r) already recorded by an earlier attempt; kept", defer_id)
+        return None
+    settings = capture.settings
+    if capture.total >= settings.max_per_run:
+        raise CallSkipped(f"the run already made {capture.total} defers, the limit (defer_max_per_run)")
+    data_json = _encode_data(options, data)
+    size = len(data_json) if data_json.isascii() else len(data_json.encode("utf-8"))
+    if size > settings.max_payload_bytes:
+        raise CallSkipped(
+            f"data is {size} bytes of JSON, over the limit of {settings.max_payload_bytes} "
+            "(defer_max_payload_bytes)"
+        )
+    ts_ns = time.time_ns()
+    return DeferRecord(
+        defer_id=defer_id,
+        task_name=options.task_name,
+        function_id=options.id,
+        data_json=data_json,
+        ts_ns=ts_ns,
+        parent=capture.parent,
+        queue=options.queue,
+        priority=_priority(options, capture, defer_id, data_json, ts_ns // 1_000_000),
+    )
+
+
+def _encode_data(options: FunctionOptions, data: object) -> str:
+    if data is None:
+        data = {}
+    if not isinstance(data, (Mapping, BaseModel)):
+        raise CallSkipped(
+            f"data must be a JSON object (a dict or a pydantic model), got {type(data).__name__}"
+        )
+    if options.schema is not None:
+        try:
+            return options.schema.to_json(data)
+        except AsyncSchemaError as exc:
+            raise CallSkipped(f"the schema of {options.id!r} cannot validate synchronously: {exc}") from exc
+        except SchemaRejected as exc:
+            raise CallSkipped(f"data failed the schema of {options.id!r}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise CallSkipped(f"data is not JSON-serialisable: {exc}") from exc
+    if isinstance(data, BaseModel):
+        return data.model_dump_json()
+    try:
+        return encode_plain(data)
+    except (TypeError, ValueError) as exc:
+        raise CallSkipped(f"data is not JSON-serialisable: {exc}") from exc
+
+
+def _priority(
+    options: FunctionOptions, capture: RunCapture, defer_id: str, data_json: str, ts_ms: int
+) -> int | None:
+    rule = options.priority
+    if rule is None or isinstance(rule, int):
+        return rule
+    payload: Any = json.loads(data_json)
+    if options.schema is not None:
+        payload = options.schema.validate_sync(payload)
+    event = DeferEvent(
+        event_name(options.id), payload, deferred_run_id(capture.parent.run_id, defer_id), ts_ms
+    )
+    try:
+        value = rule(event)
+    except Exception:
+        logger.error("defer(%r): priority.run raised; sent without priority", defer_id, exc_info=True)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        logger.error("defer(%r): priority.run returned %r, not 0..9; sent without priority", defer_id, value)
+        return None
+    return value

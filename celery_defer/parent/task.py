@@ -1,0 +1,141 @@
+"""``DeferTask``: the task base class whose runs may call ``defer()``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task, states
+from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
+
+from celery_defer.errors import Requeued
+from celery_defer.outbox.dispatch import dispatch, finalize_unreturned
+from celery_defer.parent.attempt import (
+    Finalization,
+    begin_attempt,
+    close_attempt,
+    end_attempt,
+    hand_over,
+    leave_for_after_return,
+    take_for_after_return,
+)
+from celery_defer.parent.capture import RunCapture, current_capture
+from celery_defer.parent.worker_signals import install
+
+logger = logging.getLogger(__name__)
+
+_FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE})
+
+
+class DeferTask(Task):  # type: ignore[misc]
+    """A Celery task whose runs can call :func:`celery_defer.defer`.
+
+    Use it as the app's ``task_cls`` or per task with ``@app.task(base=DeferTask)``.
+    Each attempt's defers are recorded in Redis as its body returns or raises; when
+    the run finalizes (success, final failure, revoke, time limit) they become
+    deferred runs. Subclasses that override ``after_return`` must call ``super()``.
+    """
+
+    abstract = True
+
+    @classmethod
+    def on_bound(cls, app: Celery) -> None:
+        super().on_bound(app)
+        install(app)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request_stack.top
+        if request is None or request.called_directly or not request.id:
+            # A plain function call, not a run: defers go to the enclosing run, if any.
+            return super().__call__(*args, **kwargs)
+        capture = begin_attempt(self.app, request, self.name)
+        token = current_capture.set(capture)
+        try:
+            result = self.run(*args, **kwargs)
+        except (Retry, Requeued):
+            self._end_attempt(request, capture, final=False)
+            raise
+        except Reject as exc:
+            self._end_attempt(request, capture, final=not exc.requeue, now=not exc.requeue)
+            raise
+        except Ignore:
+            # replace() or a plain Ignore: no hook follows, so the run ends here.
+            self._end_attempt(request, capture, final=True, now=True)
+            raise
+        except Exception:
+            # Eager callers may re-raise before after_return: send right away.
+            self._end_attempt(request, capture, final=True, now=capture.eager)
+            raise
+        except BaseException:
+            # Terminated mid-attempt (revoke with terminate, a signal): the body never
+            # returned, so its defers are not kept; earlier attempts' still run.
+            if capture.records:
+                logger.info(
+                    "run %s interrupted; the %d defers of this attempt are dropped",
+                    capture.parent.run_id,
+                    len(capture.records),
+                )
+            raise
+        else:
+            self._end_attempt(request, capture, final=True, now=capture.eager)
+            return result
+        finally:
+            close_attempt(capture)
+            current_capture.reset(token)
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``retry``, after recording this attempt's defers.
+
+        ``Task.retry`` publishes the next attempt before it raises; recording
+        first means that attempt always finds these defers in the outbox.
+        """
+        hand_over(current_capture.get(), self.request)
+        return super().retry(*args, **kwargs)
+
+    def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
+        records = end_attempt(capture, final=final)
+        if capture.saved and capture.when_saved is not None:
+            capture.when_saved()
+        if now:
+            dispatch(self.app, capture.parent.run_id, records, eager=capture.eager)
+        elif final:
+            leave_for_after_return(Finalization(capture.parent.run_id, records, capture.eager))
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: Any,
+        kwargs: Any,
+        einfo: Any,
+    ) -> None:
+        super().after_return(status, retval, task_id, args, kwargs, einfo)
+        finalization = take_for_after_return(task_id)
+        if finalization is None:
+            if status == states.FAILURE and not self._requeued_on_timeout():
+                # Celery calls this from the worker's main process after a hard
+                # time limit killed the attempt: nothing of it was recorded.
+                finalize_unreturned(self.app, task_id)
+            return
+        if status in _FINAL_STATES:
+            dispatch(self.app, task_id, finalization.records, eager=finalization.eager)
+
+    def finalize_interrupted(self, run_id: str, exc: BaseException | None) -> None:
+        """Finalize a run whose attempt never returned (revoke, kill, hard time limit).
+
+        Called from the worker's main process through Celery's signals; what
+        earlier attempts recorded is sent.
+        """
+        if isinstance(exc, TimeLimitExceeded) and self._requeued_on_timeout():
+            return
+        finalize_unreturned(self.app, run_id)
+
+    def _requeued_on_timeout(self) -> bool:
+        """Whether Celery puts this task back on the queue after its hard time limit.
+
+        Celery 5.7 calls ``after_return`` and sends ``task_failure`` for a hard time
+        limit even when the message is requeued (``acks_late`` without
+        ``acks_on_timeout``): the run goes on then, so it does not finalize.
+        """
+        return bool(self.acks_late) and not bool(getattr(self, "acks_on_timeout", True))

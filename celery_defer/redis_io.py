@@ -1,0 +1,86 @@
+"""How celery_defer talks to Redis: one client recipe, one Lua loader, one error policy.
+
+- Clients decode replies to ``str`` (``decode_responses=True``), so no caller
+  handles bytes.
+- Scripts live in ``celery_defer/lua/<group>/<name>.lua``; each is loaded with
+  ``lua/prelude.lua`` in front, which gives every script the same clock
+  (``redis_now_ms()``, Redis ``TIME``).
+- Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
+  was being done, with the driver's error as ``__cause__``: callers deal with one
+  exception whether the server is down, slow, read-only or refused a script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from celery_defer.errors import ConfigurationError, StoreUnavailableError
+
+
+@cache
+def lua_source(name: str) -> str:
+    """Return the text of script ``name`` (``"outbox/record"``), prelude first."""
+    lua = resources.files("celery_defer") / "lua"
+    prelude = (lua / "prelude.lua").read_text("utf-8")
+    return prelude + (lua / f"{name}.lua").read_text("utf-8")
+
+
+class Scripts:
+    """The scripts of one group, registered on one client, called by short name.
+
+    Args:
+        client: the Redis client.
+        group: the folder under ``lua/`` (``outbox``, ``runs``, ``limits``).
+        names: the scripts of that folder to register.
+    """
+
+    def __init__(self, client: redis.Redis, group: str, names: Sequence[str]) -> None:
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(lua_source(f"{group}/{name}")) for name in names
+        }
+
+    def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
+        """Run script ``name``; ``doing`` says what for, in the error when Redis fails."""
+        with reaching(doing):
+            return self._scripts[name](keys=list(keys), args=list(args))
+
+
+@contextmanager
+def reaching(doing: str) -> Iterator[None]:
+    """Turn a Redis failure while ``doing`` something into :class:`StoreUnavailableError`."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreUnavailableError(f"{doing}: {exc}") from exc
+
+
+def connect(url: str) -> redis.Redis:
+    """Return a client for the library's state store at ``url``.
+
+    Raises:
+        ConfigurationError: redis-py does not accept the URL.
+    """
+    try:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",
+            key="defer_redis_url",
+        ) from exc
