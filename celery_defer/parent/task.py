@@ -27,6 +27,14 @@ logger = logging.getLogger(__name__)
 _FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE})
 
 
+def _inside_own_run(run_id: str) -> bool:
+    # Celery copies the run's request into the one it pushes for a plain call, so
+    # a task calling itself inside its run looks like the run: tell them apart by
+    # the attempt already open for that run id.
+    active = current_capture.get()
+    return active is not None and active.parent.run_id == run_id
+
+
 class DeferTask(Task):  # type: ignore[misc]
     """A Celery task whose runs can call :func:`celery_defer.defer`.
 
@@ -45,8 +53,10 @@ class DeferTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
-        if request is None or request.called_directly or not request.id:
-            # A plain function call, not a run: defers go to the enclosing run, if any.
+        if request is None or request.called_directly or not request.id or _inside_own_run(request.id):
+            # A plain function call, not a run (the task may also call itself inside
+            # its own run): Celery's own request handling; defers go to the
+            # enclosing run, if any.
             return super().__call__(*args, **kwargs)
         capture = begin_attempt(self.app, request, self.name)
         token = current_capture.set(capture)
