@@ -103,6 +103,9 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Worker bootstep that runs the recovery pass; installed by ``create_defer``."""
 
     label = "celery_defer recovery"
+    # Its thread starts once the pool's processes were forked: a fork never
+    # copies a thread, and could copy a lock the thread held.
+    requires = ("celery.worker.components:Pool",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
