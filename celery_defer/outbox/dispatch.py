@@ -23,7 +23,7 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
     if not records:
         return
     if eager:
-        eager_outbox.complete(run_id)
+        eager_outbox.complete(run_id, [record.defer_id for record in records])
         run_eagerly(app, records)
         return
     try:
@@ -37,7 +37,7 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
         )
         return
     try:
-        store_for(app).outbox.complete(run_id)
+        store_for(app).outbox.complete(run_id, [record.defer_id for record in records])
     except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
 

@@ -7,6 +7,7 @@ the defers of earlier eager attempts for the same run, as Redis does for real ru
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from celery_defer.outbox.record import DeferRecord
 
@@ -33,9 +34,13 @@ class MemoryOutbox:
         with self._lock:
             return list(self._runs.get(run_id, {}).values())
 
-    def complete(self, run_id: str) -> None:
+    def complete(self, run_id: str, defer_ids: Sequence[str]) -> None:
         with self._lock:
-            self._runs.pop(run_id, None)
+            outbox = self._runs.get(run_id, {})
+            for defer_id in defer_ids:
+                outbox.pop(defer_id, None)
+            if not outbox:
+                self._runs.pop(run_id, None)
 
 
 #: The one in-memory outbox of this process.

@@ -36,7 +36,7 @@ def recover_once(app: Celery) -> int:
         for run_id in run_ids:
             records = outbox.pending_records(run_id)
             if not records:
-                outbox.complete(run_id)
+                outbox.complete(run_id, ())
                 continue
             logger.warning(
                 "recovering run %s: sending %d deferred runs its worker left unsent", run_id, len(records)
@@ -59,7 +59,7 @@ def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> 
     for run_id in outbox.claim_stale_attempts(limit=BATCH, lease_ms=lease_ms):
         records = outbox.pending_records(run_id)
         if not records:  # the outbox expired: nothing left to wait for
-            outbox.complete(run_id)
+            outbox.complete(run_id, ())
             continue
         task = app.tasks.get(records[0].parent.task_name)
         acks_late = task.acks_late if task is not None else app.conf.task_acks_late

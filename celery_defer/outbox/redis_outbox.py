@@ -9,6 +9,7 @@ scored by the end of their lease; see ``celery_defer.outbox.recovery``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
@@ -22,7 +23,7 @@ from celery_defer.settings import Settings
 #: a recovery pass may send them instead.
 DISPATCH_GRACE_MS = 5_000
 
-_SCRIPTS = ("record", "finalize", "claim_due", "attempt_begin", "attempt_renew")
+_SCRIPTS = ("record", "finalize", "complete", "claim_due", "attempt_begin", "attempt_renew")
 
 
 class RedisOutbox:
@@ -101,14 +102,19 @@ class RedisOutbox:
             values = cast(list[str], self.client.hvals(self.keys.outbox(run_id)))
         return decode_outbox(values)
 
-    def complete(self, run_id: str) -> None:
-        """Forget a run's outbox once every record of it was published."""
-        with reaching(f"completing the dispatch of {run_id}"):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.keys.outbox(run_id))
-            pipe.zrem(self.keys.finalized(), run_id)
-            pipe.zrem(self.keys.attempts(), run_id)
-            pipe.execute()
+    def complete(self, run_id: str, defer_ids: Sequence[str]) -> int:
+        """Forget the records of ``run_id`` that were published; return how many are left.
+
+        Only those: a record that arrived after the run's records were read stays
+        due, for a recovery pass to send.
+        """
+        left = self._script(
+            "complete",
+            [self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
+            [run_id, *defer_ids],
+            doing=f"completing the dispatch of {run_id}",
+        )
+        return int(left)
 
     def claim_due(self, *, limit: int, lease_ms: int) -> list[str]:
         """Take finalized runs whose dispatch is overdue (recovery)."""
