@@ -236,7 +236,7 @@ class DeferredFunction(DeferTask):
         signature = self.signature_from_request(
             request, None, kwargs, countdown=max(delay_s, 0.0), retries=request.retries or 0
         )
-        hand_over(current_capture.get(), request)
+        hand_over(current_capture.get(), request, next_attempt_in_s=delay_s)
         try:
             signature.apply_async()
         except Exception as exc:

@@ -23,7 +23,9 @@ class MemoryOutbox:
         with self._lock:
             return set(self._runs.get(run_id, ()))
 
-    def record(self, run_id: str, records: list[DeferRecord], *, final: bool) -> list[DeferRecord]:
+    def record(
+        self, run_id: str, records: list[DeferRecord], *, final: bool, next_attempt_in_s: float = 0.0
+    ) -> list[DeferRecord]:
         with self._lock:
             outbox = self._runs.setdefault(run_id, {})
             for record in records:

@@ -73,9 +73,18 @@ class RedisOutbox:
         )
         return list(ids)
 
-    def record(self, run_id: str, records: list[DeferRecord], *, final: bool) -> list[DeferRecord]:
-        """Record an attempt's defers; when the run finalizes, return all of its records."""
-        argv: list[Any] = [run_id, keys.OUTBOX_TTL_S, "1" if final else "0", DISPATCH_GRACE_MS]
+    def record(
+        self, run_id: str, records: list[DeferRecord], *, final: bool, next_attempt_in_s: float = 0.0
+    ) -> list[DeferRecord]:
+        """Record an attempt's defers; when the run finalizes, return all of its records.
+
+        When it does not (a retry, a requeue), the attempt stays leased for
+        ``next_attempt_in_s`` plus one lease: long enough for the next attempt to
+        begin and take the lease over, short enough that recovery finalizes the run
+        if this worker dies before that attempt was sent.
+        """
+        hold_ms = int((max(next_attempt_in_s, 0.0) + self.settings.lease_s) * 1000)
+        argv: list[Any] = [run_id, keys.OUTBOX_TTL_S, "1" if final else "0", DISPATCH_GRACE_MS, hold_ms]
         for record in records:
             argv += (record.defer_id, record.encode())
         values = self._script(

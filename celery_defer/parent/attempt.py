@@ -73,8 +73,10 @@ def close_attempt(capture: RunCapture) -> None:
         default_keeper().unregister(f"attempt:{capture.parent.run_id}")
 
 
-def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
+def end_attempt(capture: RunCapture, *, final: bool, next_attempt_in_s: float = 0.0) -> list[DeferRecord]:
     """Record the attempt's defers; return every record of the run when it finalizes.
+
+    ``next_attempt_in_s``, for a run that goes on, is when its next attempt is due.
 
     Never raises: a Redis failure is logged, and a finalizing attempt then sends
     its own defers straight away rather than lose them.
@@ -88,7 +90,8 @@ def end_attempt(capture: RunCapture, *, final: bool) -> list[DeferRecord]:
         return []
     run_id = capture.parent.run_id
     try:
-        records = _outbox(capture.app, capture.eager).record(run_id, capture.records, final=final)
+        outbox = _outbox(capture.app, capture.eager)
+        records = outbox.record(run_id, capture.records, final=final, next_attempt_in_s=next_attempt_in_s)
     except Exception as exc:
         ids = [record.defer_id for record in capture.records]
         if final:
@@ -142,15 +145,19 @@ def take_for_after_return(run_id: str) -> Finalization | None:
     return finalization
 
 
-def hand_over(capture: RunCapture | None, request: Any) -> None:
+def hand_over(capture: RunCapture | None, request: Any, *, next_attempt_in_s: float) -> None:
     """End the attempt before its next attempt is sent (``retry()``, a requeue).
 
     Celery sends the next attempt before the current one returns; recording
-    now means that attempt finds these defers, and that the end of this one
-    cannot clear the lease the next one takes.
+    now means that attempt finds these defers. The attempt stays leased until
+    the next one is due (plus a lease), so a worker that dies before sending it
+    leaves a run that recovery finalizes, never one that waits forever.
     """
     if capture is None or capture.parent.run_id != request.id or capture.eager:
         return
     if capture.records or capture.leased:
-        end_attempt(capture, final=False)
+        end_attempt(capture, final=False, next_attempt_in_s=next_attempt_in_s)
+        # From here the lease is what the record left: renewing it would cut it short.
+        close_attempt(capture)
+        capture.leased = False
         capture.handed_over = True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery, Task, states
@@ -99,8 +101,18 @@ class DeferTask(Task):  # type: ignore[misc]
         ``Task.retry`` publishes the next attempt before it raises; recording
         first means that attempt always finds these defers in the outbox.
         """
-        hand_over(current_capture.get(), self.request)
+        hand_over(current_capture.get(), self.request, next_attempt_in_s=self._retry_in_s(kwargs))
         return super().retry(*args, **kwargs)
+
+    def _retry_in_s(self, options: dict[str, Any]) -> float:
+        """When the next attempt of a ``retry(**options)`` is due, in seconds from now."""
+        eta = options.get("eta")
+        if isinstance(eta, datetime):
+            return (eta if eta.tzinfo else eta.replace(tzinfo=timezone.utc)).timestamp() - time.time()
+        countdown = options.get("countdown")
+        if countdown is None:
+            countdown = self.default_retry_delay
+        return float(countdown or 0)
 
     def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
         records = end_attempt(capture, final=final)

@@ -39,6 +39,20 @@ def test_worker_killed_after_body_returned_still_runs_the_defer_once(
     assert [(r["defer_id"], r["parent"]) for r in runs] == [("after-kill", result.id)]
 
 
+def test_worker_killed_before_a_retry_was_sent_still_runs_the_recorded_defer(start_worker, app_module, seen):
+    first = start_worker()
+    result = app_module.parent_retry_killed.delay()
+    wait_for(lambda: seen("killing"))
+    wait_for(lambda: not first.alive())
+    assert seen("run") == []  # the defer was recorded for the retry, which was never sent
+
+    start_worker()  # its recovery pass finds the attempt's lease run out
+    wait_for(lambda: seen("run"), timeout_s=30)
+    time.sleep(3)  # any second copy would show up by now
+    runs = seen("run")
+    assert [(r["defer_id"], r["parent"]) for r in runs] == [("before-retry", result.id)]
+
+
 def test_a_re_sent_deferred_message_is_acknowledged_without_running(
     start_worker, app_module, seen, redis_url
 ):

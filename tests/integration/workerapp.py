@@ -146,6 +146,24 @@ def parent_killed(self: DeferTask, n: int) -> int:
     return n
 
 
+class KillBeforeRetryIsSent(DeferTask):
+    """Kills its whole worker once, after an attempt recorded its defers for a retry
+    and before the retry was sent."""
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.id and _state.set("killed-before-retry", 1, nx=True):
+            seen("killing", pid=os.getpid())
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        return super().apply_async(*args, **kwargs)
+
+
+@app.task(bind=True, base=KillBeforeRetryIsSent)
+def parent_retry_killed(self: DeferTask) -> None:
+    defer("before-retry", function=recorder, data={})
+    seen("parent", run_id=self.request.id, attempt=self.request.retries)
+    raise self.retry(countdown=0.05)
+
+
 @app.task(bind=True, time_limit=1.5)
 def parent_time_limit(self: DeferTask) -> None:
     """Attempt 0 defers and retries; attempt 1 is killed by the hard time limit."""
