@@ -18,14 +18,18 @@ from celery_defer.store import store_for
 logger = logging.getLogger(__name__)
 
 
-def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: bool) -> None:
-    """Start the deferred runs of a finalized parent run; never raises."""
+def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: bool) -> bool:
+    """Start the deferred runs of a finalized parent run; never raises.
+
+    Returns:
+        False when they could not be sent; they stay in the outbox, due.
+    """
     if not records:
-        return
+        return True
     if eager:
         eager_outbox.complete(run_id, [record.defer_id for record in records])
         run_eagerly(app, records)
-        return
+        return True
     try:
         publish(app, records)
     except Exception:
@@ -35,11 +39,12 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
             len(records),
             exc_info=True,
         )
-        return
+        return False
     try:
         store_for(app).outbox.complete(run_id, [record.defer_id for record in records])
     except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
+    return True
 
 
 def finalize_unreturned(app: Celery, run_id: str) -> None:

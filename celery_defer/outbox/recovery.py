@@ -25,7 +25,9 @@ def recover_once(app: Celery) -> int:
     """Send the defers of finalized runs whose dispatch is overdue; return runs sent.
 
     A run taken by this pass is hidden from other passes for a lease; if this
-    worker dies mid-way, the run is due again when the lease ends.
+    worker dies mid-way, the run is due again when the lease ends. When a send
+    fails (the broker is away) the pass stops and gives back what it took, so the
+    next pass, one interval later, tries again.
     """
     outbox = store_for(app).outbox
     lease_ms = int(max(30.0, 2 * outbox.settings.recovery_interval_s) * 1000)
@@ -33,7 +35,7 @@ def recover_once(app: Celery) -> int:
     sent = 0
     while True:
         run_ids = outbox.claim_due(limit=BATCH, lease_ms=lease_ms)
-        for run_id in run_ids:
+        for index, run_id in enumerate(run_ids):
             records = outbox.pending_records(run_id)
             if not records:
                 outbox.complete(run_id, ())
@@ -41,8 +43,10 @@ def recover_once(app: Celery) -> int:
             logger.warning(
                 "recovering run %s: sending %d deferred runs its worker left unsent", run_id, len(records)
             )
-            # Same path as after_return; a failed send stays due for a later pass.
-            dispatch(app, run_id, records, eager=False)
+            # Same path as after_return.
+            if not dispatch(app, run_id, records, eager=False):
+                outbox.due_again(run_ids[index:])
+                return sent
             sent += 1
         if len(run_ids) < BATCH:
             return sent

@@ -125,6 +125,12 @@ class RedisOutbox:
         )
         return int(left)
 
+    def due_again(self, run_ids: Sequence[str]) -> None:
+        """Make finalized runs that a recovery pass took and could not send due now."""
+        if run_ids:
+            with reaching("giving back undispatched runs"):
+                self.client.zadd(self.keys.finalized(), dict.fromkeys(run_ids, 0), xx=True)
+
     def claim_due(self, *, limit: int, lease_ms: int) -> list[str]:
         """Take finalized runs whose dispatch is overdue (recovery)."""
         ids = self._script(

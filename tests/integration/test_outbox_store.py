@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from celery import Celery
 
+from celery_defer.embedded_redis import free_port
 from celery_defer.outbox.record import DeferRecord, ParentRef
+from celery_defer.outbox.recovery import recover_once
 from celery_defer.store import store_for
 
 pytestmark = pytest.mark.integration
@@ -31,3 +34,21 @@ def test_completing_a_dispatch_forgets_only_the_published_records(redis_url: str
     assert outbox.complete("run-1", ["late"]) == 0
     assert not outbox.client.exists(outbox.keys.outbox("run-1"))
     assert outbox.client.zscore(outbox.keys.finalized(), "run-1") is None
+
+
+def test_a_recovery_pass_that_could_not_send_leaves_the_run_for_the_next_pass(redis_url: str) -> None:
+    # Two views of one fleet: the broker away (a port nobody listens on), then back.
+    away = Celery("recovery", broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)
+    back = Celery("recovery", broker=f"{redis_url}/0", set_as_current=False)
+    for app in (away, back):
+        app.conf.defer_redis_url = f"{redis_url}/2"
+        app.conf.task_publish_retry = False
+        app.conf.broker_connection_timeout = 0.5
+    outbox = store_for(back).outbox
+    outbox.record("run-1", [record("a")], final=True)
+    outbox.client.zadd(outbox.keys.finalized(), {"run-1": 0})  # its dispatch grace is over
+
+    assert recover_once(away) == 0
+    assert recover_once(back) == 1  # the next pass, not one lease later
+    assert redis.Redis.from_url(f"{redis_url}/0").llen("celery") == 1
+    assert outbox.pending_records("run-1") == []
