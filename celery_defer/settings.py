@@ -24,6 +24,7 @@ class Settings:
     retry_base_delay_s: float = 1.0
     retry_max_delay_s: float = 300.0
     lease_s: float = 60.0
+    store_wait_s: float = 300.0
 
     def require_redis_url(self) -> str:
         """Return the Redis URL, or explain which setting is missing."""
@@ -74,6 +75,7 @@ def read_settings(app: Celery) -> Settings:
         retry_base_delay_s=_number(conf, "defer_retry_base_delay", 1.0, minimum=0.0),
         retry_max_delay_s=_number(conf, "defer_retry_max_delay", 300.0, minimum=0.0),
         lease_s=_number(conf, "defer_lease", 60.0, minimum=1.0),
+        store_wait_s=_number(conf, "defer_store_wait", 300.0, minimum=0.0),
     )
 
 

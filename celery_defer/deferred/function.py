@@ -8,35 +8,32 @@ the run is marked done once the defers its handler made are safe in the outbox.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, NoReturn
+from typing import Any
 
-from celery.exceptions import Reject, Retry
-
-from celery_defer.config.options import FunctionOptions
 from celery_defer.deferred.admission import Admission, FlowControl, keep_leases
+from celery_defer.deferred.attempt_ends import AttemptEnds
 from celery_defer.deferred.claims import HeldClaim
 from celery_defer.deferred.context import DeferContext, DeferEvent, Parent, run_logger
 from celery_defer.deferred.handler_call import invoke_handler, validate_payload
 from celery_defer.deferred.message import DeferMessage, parse_message
-from celery_defer.deferred.retries import retry_delay_s
-from celery_defer.deferred.timeouts import check_timeouts, now_ms, remaining_time_limits
-from celery_defer.errors import DeferredRunTimeoutError, DuplicateRun, MalformedMessageError, Requeued
-from celery_defer.parent.attempt import hand_over
+from celery_defer.deferred.timeouts import check_timeouts, now_ms
+from celery_defer.errors import (
+    DeferredRunTimeoutError,
+    DuplicateRun,
+    MalformedMessageError,
+    StoreUnavailableError,
+)
 from celery_defer.parent.call_site import defer
-from celery_defer.parent.capture import current_capture
-from celery_defer.parent.task import DeferTask
-from celery_defer.settings import settings_for
 from celery_defer.store import Store, store_for
 
 logger = logging.getLogger(__name__)
 
 
-class DeferredFunction(DeferTask):
+class DeferredFunction(AttemptEnds):
     """A deferred function: a real Celery task, made by :func:`celery_defer.create_defer`.
 
     Its task name is ``celery_defer.fn.<id>``. Send work to it with
@@ -45,7 +42,6 @@ class DeferredFunction(DeferTask):
 
     abstract = True
     serializer = "json"
-    __celery_defer_options__: ClassVar[FunctionOptions]
     handler: Callable[[Any], Any]
 
     def execute(self, **kwargs: Any) -> Any:
@@ -56,6 +52,7 @@ class DeferredFunction(DeferTask):
             message, payload, admission = self._admit(message, None, None)
             return self._run(message, payload, admission, None)
         store, claim = self._claim(message)
+        message = message.replace(store_away_since_ms=None)  # it answered
         with claim.kept_alive():
             message, payload, admission = self._admit(message, store, claim)
             if admission.action != "proceed":
@@ -80,6 +77,8 @@ class DeferredFunction(DeferTask):
             store = store_for(self.app)
             claim = HeldClaim(store.claims, request.id, lease_ms=int(store.settings.lease_s * 1000))
             found = claim.take(attempt=request.retries or 0)
+        except StoreUnavailableError as exc:
+            self._wait_for_store(exc, None, message)
         except Exception as exc:
             self._fail_or_retry(exc, None, message)
         if found.state == "done":
@@ -124,6 +123,8 @@ class DeferredFunction(DeferTask):
             if admission.action == "proceed" and admission.payload is not None:
                 message = message.replace(data=json.loads(admission.payload))
                 payload = validate_payload(options.schema, message.data)
+        except StoreUnavailableError as exc:
+            self._wait_for_store(exc, claim, message)
         except Exception as exc:
             self._fail_or_retry(exc, claim, message)
         return message, payload, admission
@@ -163,13 +164,6 @@ class DeferredFunction(DeferTask):
         self._finish_once_recorded(claim, "succeeded")
         return result
 
-    def _finish_once_recorded(self, claim: HeldClaim | None, outcome: str) -> None:
-        # The run is marked done only once the defers its handler made are in the
-        # outbox: a kill in between re-runs it rather than lose them.
-        capture = current_capture.get()
-        if claim is not None and capture is not None:
-            capture.when_saved = functools.partial(claim.finish, outcome)
-
     def _hold_back(self, admission: Admission, store: Store, claim: HeldClaim, message: DeferMessage) -> Any:
         options = self.__celery_defer_options__
         run_id: str = self.request.id
@@ -183,73 +177,6 @@ class DeferredFunction(DeferTask):
         claim.hand_over(next_attempt=self.request.retries or 0, ttl_ms=ttl_ms)
         waiting = message.replace(passed=tuple(admission.passed))
         self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
-
-    def _fail_or_retry(self, exc: Exception, claim: HeldClaim | None, message: DeferMessage) -> NoReturn:
-        """End the attempt that raised ``exc``: a retry, or the run's final failure."""
-        options = self.__celery_defer_options__
-        request = self.request
-        attempt: int = request.retries or 0
-        settings = settings_for(self.app)
-        delay_s = retry_delay_s(options, settings, attempt, exc)
-        if delay_s is None:
-            self._finish_once_recorded(claim, "failed")
-            raise exc
-        logger.info(
-            "deferred run %s of %r failed (attempt %d), retrying in %.2fs: %r",
-            request.id,
-            options.id,
-            attempt,
-            delay_s,
-            exc,
-        )
-        if request.is_eager:
-            raise self._eager_retry(exc, delay_s, message.to_kwargs()) from exc
-        if claim is not None:
-            claim.hand_over(next_attempt=attempt + 1, ttl_ms=int((delay_s + settings.lease_s) * 1000))
-        raise self.retry(
-            exc=exc,
-            countdown=delay_s,
-            max_retries=options.retries,
-            kwargs=message.to_kwargs(),
-            **remaining_time_limits(options, message),
-        ) from exc
-
-    def _eager_retry(self, exc: Exception, delay_s: float, kwargs: dict[str, Any]) -> Retry:
-        # Task.retry makes the next eager attempt propagate its errors under
-        # task_eager_propagates, which would end the retries early; the next
-        # attempt of an in-process run keeps throw=False instead.
-        request = self.request
-        signature = self.signature_from_request(
-            request, None, kwargs, countdown=delay_s, retries=request.retries + 1, throw=False
-        )
-        return Retry(exc=exc, when=delay_s, is_eager=True, sig=signature)
-
-    def requeue(self, *, delay_s: float, reason: str, kwargs: dict[str, Any] | None = None) -> NoReturn:
-        """Put this run back on the queue after ``delay_s``, spending no retry.
-
-        Raises:
-            Requeued: the worker acknowledges this message; the new one carries the run.
-            Reject: the new message could not be sent; the broker keeps this one
-                when ``acks_late`` is on.
-        """
-        request = self.request
-        signature = self.signature_from_request(
-            request, None, kwargs, countdown=max(delay_s, 0.0), retries=request.retries or 0
-        )
-        hand_over(current_capture.get(), request, next_attempt_in_s=delay_s)
-        try:
-            signature.apply_async()
-        except Exception as exc:
-            if self.acks_late:
-                logger.error(
-                    "deferred run %s could not wait its turn (%s); the broker keeps it", request.id, exc
-                )
-                raise Reject(exc, requeue=True) from exc
-            # The message is already acknowledged: fail for all to see, never vanish.
-            logger.error("deferred run %s failed: it could not be put back on the queue", request.id)
-            raise
-        logger.debug("deferred run %s waits %.3fs: %s", request.id, delay_s, reason)
-        raise Requeued(reason)
 
 
 def execute_message(task: DeferredFunction, **kwargs: Any) -> Any:

@@ -9,7 +9,8 @@ whose task id is the run's deterministic id and whose keyword arguments are::
       "parent": {"run_id": ..., "task_name": ..., "defer_id": ...},
       "enqueued_ms": <ms>,                       # when it was first sent
       "started_ms": <ms>,                        # set once the handler first started
-      "passed": ["rate_limit", ...]              # consuming guards already passed
+      "passed": ["rate_limit", ...],             # consuming guards already passed
+      "store_away_since_ms": <ms>                # set while the state store is unreachable
     }
 
 The last two are added as the run goes on (a requeue after a flow-control wait,
@@ -49,6 +50,7 @@ class DeferMessage:
     enqueued_ms: int | None = None
     started_ms: int | None = None
     passed: tuple[str, ...] = ()
+    store_away_since_ms: int | None = None
 
     def replace(self, **changes: Any) -> DeferMessage:
         return dataclasses.replace(self, **changes)
@@ -75,6 +77,8 @@ class DeferMessage:
             kwargs["started_ms"] = self.started_ms
         if self.passed:
             kwargs["passed"] = list(self.passed)
+        if self.store_away_since_ms is not None:
+            kwargs["store_away_since_ms"] = self.store_away_since_ms
         return kwargs
 
 
@@ -105,7 +109,7 @@ def parse_message(kwargs: Mapping[str, Any]) -> DeferMessage:
         MalformedMessageError: a field is missing or of the wrong type, or the
             message has arguments ``defer()`` never sends.
     """
-    unknown = set(kwargs) - {"event", "parent", "enqueued_ms", "started_ms", "passed"}
+    unknown = set(kwargs) - {"event", "parent", "enqueued_ms", "started_ms", "passed", "store_away_since_ms"}
     if unknown:
         raise MalformedMessageError(f"unexpected arguments {sorted(unknown)}")
     event = _mapping(kwargs, "event")
@@ -125,6 +129,7 @@ def parse_message(kwargs: Mapping[str, Any]) -> DeferMessage:
         enqueued_ms=_field(kwargs, "enqueued_ms", int, default=None),
         started_ms=_field(kwargs, "started_ms", int, default=None),
         passed=tuple(passed),
+        store_away_since_ms=_field(kwargs, "store_away_since_ms", int, default=None),
     )
 
 

@@ -6,13 +6,17 @@ worker's main process, and by the recovery pass: one path for all three.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from celery import Celery
 
+from celery_defer.background import background
+from celery_defer.errors import ConfigurationError, StoreUnavailableError
 from celery_defer.outbox.memory_outbox import eager_outbox
 from celery_defer.outbox.publish import publish, run_eagerly
 from celery_defer.outbox.record import DeferRecord
+from celery_defer.settings import settings_for
 from celery_defer.store import store_for
 
 logger = logging.getLogger(__name__)
@@ -47,16 +51,44 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
     return True
 
 
-def finalize_unreturned(app: Celery, run_id: str) -> None:
+def finalize_unreturned(app: Celery, run_id: str) -> bool:
     """Finalize a run whose last attempt never returned: revoked, terminated or killed.
 
     What earlier attempts recorded is sent; the lost attempt had recorded nothing.
+
+    Returns:
+        False when Redis could not be reached (try again later); True once the
+        run's records are sent or safely due for a recovery pass.
     """
     try:
         records = store_for(app).outbox.finalize(run_id)
-    except Exception:
-        logger.error("run %s ended but its defers could not be read", run_id, exc_info=True)
-        return
+    except ConfigurationError:
+        return True  # no Redis configured: no attempt of it can have recorded anything
+    except StoreUnavailableError as exc:
+        logger.warning("run %s ended without returning; its defers could not be read yet: %s", run_id, exc)
+        return False
     if records:
         logger.info("run %s ended without returning; sending %d recorded defers", run_id, len(records))
     dispatch(app, run_id, records, eager=False)
+    return True
+
+
+def finalize_in_background(app: Celery, run_id: str) -> None:
+    """:func:`finalize_unreturned` off this thread, tried again while Redis is away.
+
+    For the worker's main process, which must never wait on Redis: it reports
+    revoked and killed runs through signals.
+    """
+    budget_s = settings_for(app).store_wait_s
+    background().submit(
+        f"finalizing run {run_id}",
+        functools.partial(finalize_unreturned, app, run_id),
+        budget_s=budget_s,
+        on_give_up=functools.partial(
+            logger.error,
+            "run %s ended without returning and Redis was unreachable for %.0f s: if earlier attempts "
+            "recorded defers, a recovery pass finalizes it once its attempt lease runs out",
+            run_id,
+            budget_s,
+        ),
+    )

@@ -17,8 +17,10 @@ from typing import Any
 
 from celery import Celery
 
-from celery_defer.errors import ConfigurationError
+from celery_defer.background import background
+from celery_defer.errors import ConfigurationError, StoreUnavailableError
 from celery_defer.lease_keeper import default_keeper
+from celery_defer.outbox.dispatch import dispatch
 from celery_defer.outbox.memory_outbox import MemoryOutbox, eager_outbox
 from celery_defer.outbox.record import DeferRecord, ParentRef
 from celery_defer.outbox.redis_outbox import RedisOutbox
@@ -92,19 +94,14 @@ def end_attempt(capture: RunCapture, *, final: bool, next_attempt_in_s: float = 
     try:
         outbox = _outbox(capture.app, capture.eager)
         records = outbox.record(run_id, capture.records, final=final, next_attempt_in_s=next_attempt_in_s)
-    except Exception as exc:
-        ids = [record.defer_id for record in capture.records]
-        if final:
-            logger.error(
-                "run %s: could not record defers %s (%s); sending them without the outbox",
-                run_id,
-                ids,
-                exc,
-            )
-            capture.saved = False
-            return list(capture.records)
-        logger.error("run %s: defers %s lost: could not record them: %s", run_id, ids, exc)
+    except ConfigurationError as exc:
         capture.saved = False
+        ids = [record.defer_id for record in capture.records]
+        logger.error("run %s: could not record defers %s: %s; they are lost", run_id, ids, exc)
+        return []
+    except Exception as exc:
+        capture.saved = False
+        _keep_trying(capture, final=final, next_attempt_in_s=next_attempt_in_s, error=exc)
         return []
     # Recorded: a later end of the same attempt (retry() then the Retry it
     # raises) must not record them again, and the run now has defers to finalize.
@@ -143,6 +140,43 @@ def take_for_after_return(run_id: str) -> Finalization | None:
         return None
     _awaiting_after_return.set(None)
     return finalization
+
+
+def _keep_trying(capture: RunCapture, *, final: bool, next_attempt_in_s: float, error: Exception) -> None:
+    """Record the attempt's defers in the background while Redis is away (bounded).
+
+    The attempt ends now; its defers stay in this process until Redis answers.
+    Once recorded, what the attempt's end would have done follows: the run is
+    marked as the attempt left it (``when_saved``) and, when it finalized, sent.
+    """
+    app, run_id, records = capture.app, capture.parent.run_id, list(capture.records)
+    when_saved, budget_s = capture.when_saved, capture.settings.store_wait_s
+    ids = [record.defer_id for record in records]
+    logger.error(
+        "run %s: could not record defers %s (%s); trying again in the background for up to %.0f s",
+        run_id,
+        ids,
+        error,
+        budget_s,
+    )
+
+    def attempt() -> bool:
+        outbox = store_for(app).outbox
+        try:
+            recorded = outbox.record(run_id, records, final=final, next_attempt_in_s=next_attempt_in_s)
+        except StoreUnavailableError:
+            return False
+        logger.info("run %s: defers %s recorded after all", run_id, ids)
+        if when_saved is not None:
+            when_saved()
+        if final:
+            dispatch(app, run_id, recorded, eager=False)
+        return True
+
+    def give_up() -> None:
+        logger.error("run %s: defers %s lost: Redis was unreachable for %.0f s", run_id, ids, budget_s)
+
+    background().submit(f"recording the defers of {run_id}", attempt, budget_s=budget_s, on_give_up=give_up)
 
 
 def hand_over(capture: RunCapture | None, request: Any, *, next_attempt_in_s: float) -> None:

@@ -11,7 +11,7 @@ from celery import Celery, Task, states
 from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 
 from celery_defer.errors import Requeued
-from celery_defer.outbox.dispatch import dispatch, finalize_unreturned
+from celery_defer.outbox.dispatch import dispatch, finalize_in_background
 from celery_defer.parent.attempt import (
     Finalization,
     begin_attempt,
@@ -135,10 +135,11 @@ class DeferTask(Task):  # type: ignore[misc]
         super().after_return(status, retval, task_id, args, kwargs, einfo)
         finalization = take_for_after_return(task_id)
         if finalization is None:
-            if status == states.FAILURE and not self._requeued_on_timeout():
+            eager = bool(self.request.is_eager)
+            if status == states.FAILURE and not eager and not self._requeued_on_timeout():
                 # Celery calls this from the worker's main process after a hard
                 # time limit killed the attempt: nothing of it was recorded.
-                finalize_unreturned(self.app, task_id)
+                finalize_in_background(self.app, task_id)
             return
         if status in _FINAL_STATES:
             dispatch(self.app, task_id, finalization.records, eager=finalization.eager)
@@ -151,7 +152,7 @@ class DeferTask(Task):  # type: ignore[misc]
         """
         if isinstance(exc, TimeLimitExceeded) and self._requeued_on_timeout():
             return
-        finalize_unreturned(self.app, run_id)
+        finalize_in_background(self.app, run_id)
 
     def _requeued_on_timeout(self) -> bool:
         """Whether Celery puts this task back on the queue after its hard time limit.

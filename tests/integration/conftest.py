@@ -40,12 +40,15 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 20.0, every_s: 
 class Worker:
     """One ``celery -A tests.integration.workerapp worker`` process group."""
 
-    def __init__(self, redis_url: str, *, acks_late: bool, queues: str, concurrency: int) -> None:
+    def __init__(
+        self, redis_url: str, *, acks_late: bool, queues: str, concurrency: int, state_url: str | None = None
+    ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="cdt-worker-", suffix=".log")[1])
         env = {
             **os.environ,
             "CDT_REDIS_URL": redis_url,
             "CDT_ACKS_LATE": "1" if acks_late else "0",
+            "CDT_STATE_URL": state_url or "",
             "PYTHONPATH": str(ROOT),
         }
         argv = [
@@ -112,8 +115,12 @@ def app_module(redis_server: RedisServer) -> ModuleType:
 def start_worker(redis_url: str, app_module: ModuleType) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(*, acks_late: bool = False, queues: str = "celery", concurrency: int = 2) -> Worker:
-        worker = Worker(redis_url, acks_late=acks_late, queues=queues, concurrency=concurrency)
+    def start(
+        *, acks_late: bool = False, queues: str = "celery", concurrency: int = 2, state_url: str | None = None
+    ) -> Worker:
+        worker = Worker(
+            redis_url, acks_late=acks_late, queues=queues, concurrency=concurrency, state_url=state_url
+        )
         workers.append(worker)
         return worker
 

@@ -1,7 +1,8 @@
 """The Celery app that integration tests run in real worker processes.
 
 Configured from the environment so the test process and its workers agree:
-``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late).
+``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late), ``CDT_STATE_URL``
+(celery_defer's own Redis, when a test runs it apart from the broker's).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
 
 app = Celery("workerapp", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1", task_cls=DeferTask)
 app.conf.update(
-    defer_redis_url=f"{REDIS_URL}/2",
+    defer_redis_url=os.environ.get("CDT_STATE_URL") or f"{REDIS_URL}/2",
     defer_recovery_interval=1,
     defer_lease=3,
     defer_retry_base_delay=0.05,

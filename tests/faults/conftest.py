@@ -1,0 +1,24 @@
+"""Fault tests: real workers, a private Redis, and faults made on purpose.
+
+They reuse the integration fixtures (workers, the worker app, what it saw), and
+add a second Redis for celery_defer's state, apart from the broker's, so a test
+can take the state store away and bring it back while the broker stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from celery_defer.embedded_redis import RedisServer
+from tests.integration.conftest import app_module, seen, start_worker
+
+__all__ = ["app_module", "seen", "start_worker"]
+
+
+@pytest.fixture
+def state_server() -> Iterator[RedisServer]:
+    """celery_defer's own Redis for one test, durable (AOF, fsync on every write)."""
+    with RedisServer(durable=True) as server:
+        yield server
