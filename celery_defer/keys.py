@@ -17,6 +17,11 @@ FINALIZED = "finalized"
 ATTEMPTS = "attempts"
 #: A deferred run in progress (string: holder token, with a lease).
 CLAIM = "claim"
+#: Deferred runs claimed and not yet finished (zset: run id -> ms after which,
+#: unclaimed, recovery sends them again).
+INFLIGHT = "inflight"
+#: The message that starts a deferred run in flight again (string, JSON).
+RESEND = "resend"
 #: A deferred run that finalized (string, kept ``DONE_TTL_S``).
 DONE = "done"
 #: Counters the library keeps for operators (hash: name -> count).
@@ -52,6 +57,12 @@ class KeySpace:
 
     def done(self, run_id: str) -> str:
         return f"{self.prefix}:{DONE}:{run_id}"
+
+    def inflight(self) -> str:
+        return f"{self.prefix}:{INFLIGHT}"
+
+    def resend(self, run_id: str) -> str:
+        return f"{self.prefix}:{RESEND}:{run_id}"
 
     def stats(self) -> str:
         return f"{self.prefix}:{STATS}"

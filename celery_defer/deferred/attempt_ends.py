@@ -12,11 +12,12 @@ import functools
 import logging
 from typing import Any, ClassVar, NoReturn
 
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Reject, Retry, Terminated, WorkerLostError
 
+from celery_defer.background import background
 from celery_defer.config.options import FunctionOptions
 from celery_defer.deferred.claims import HeldClaim
-from celery_defer.deferred.message import DeferMessage
+from celery_defer.deferred.message import DeferMessage, resend_message
 from celery_defer.deferred.retries import retry_delay_s
 from celery_defer.deferred.timeouts import now_ms, remaining_time_limits
 from celery_defer.errors import Requeued, StoreUnavailableError
@@ -24,6 +25,7 @@ from celery_defer.parent.attempt import hand_over
 from celery_defer.parent.capture import current_capture
 from celery_defer.parent.task import DeferTask
 from celery_defer.settings import settings_for
+from celery_defer.store import store_for
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,37 @@ class AttemptEnds(DeferTask):
 
     abstract = True
     __celery_defer_options__: ClassVar[FunctionOptions]
+
+    def finalize_interrupted(self, run_id: str, exc: BaseException | None) -> None:
+        """A deferred run's attempt never returned (called from the worker's main process).
+
+        A lost pool process is not the run's end: its claim lapses and a recovery
+        pass sends it again. A revoke, a terminate or the hard time limit is: the
+        run is marked so (it never runs again) and what it deferred is sent.
+        """
+        if isinstance(exc, WorkerLostError):
+            return
+        outcome = "revoked" if exc is None or isinstance(exc, Terminated) else "failed"
+        app, budget_s = self.app, settings_for(self.app).store_wait_s
+
+        def mark() -> bool:
+            store_for(app).claims.finish(run_id, "", outcome=outcome)
+            return True
+
+        background().submit(f"marking deferred run {run_id} {outcome}", mark, budget_s=budget_s)
+        super().finalize_interrupted(run_id, exc)
+
+    def resend(self, message: DeferMessage, *, retries: int) -> str:
+        """What a recovery pass sends to start attempt ``retries`` of this run again."""
+        request = self.request
+        options = {
+            "queue": self.__celery_defer_options__.queue,
+            "priority": (request.delivery_info or {}).get("priority"),
+            "parent_id": request.parent_id,
+            "root_id": request.root_id,
+        }
+        kept = {name: value for name, value in options.items() if value is not None}
+        return resend_message(self.name, message, retries=retries, options=kept)
 
     def _finish_once_recorded(self, claim: HeldClaim | None, outcome: str) -> None:
         # The run is marked done only once the defers its handler made are in the
@@ -95,7 +128,11 @@ class AttemptEnds(DeferTask):
         if request.is_eager:
             raise self._eager_retry(exc, delay_s, message.to_kwargs()) from exc
         if claim is not None:
-            claim.hand_over(next_attempt=attempt + 1, ttl_ms=int((delay_s + settings.lease_s) * 1000))
+            claim.hand_over(
+                next_attempt=attempt + 1,
+                ttl_ms=int((delay_s + settings.lease_s) * 1000),
+                resend=self.resend(message, retries=attempt + 1),
+            )
         raise self.retry(
             exc=exc,
             countdown=delay_s,

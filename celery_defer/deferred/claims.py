@@ -21,6 +21,7 @@ from typing import Literal
 import redis
 
 from celery_defer import keys
+from celery_defer.background import background
 from celery_defer.lease_keeper import default_keeper
 from celery_defer.redis_io import Scripts
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 _HOST = socket.gethostname()
 
-_SCRIPTS = ("claim", "finish", "renew", "retry")
+_SCRIPTS = ("claim", "finish", "renew", "retry", "resend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +53,22 @@ class RunClaims:
     def __init__(self, client: redis.Redis, keyspace: keys.KeySpace) -> None:
         self.keys = keyspace
         self._script = Scripts(client, "runs", _SCRIPTS)
+        self._take_due = Scripts(client, "indexes", ("take_due",))
 
-    def claim(self, run_id: str, holder: str, *, lease_ms: int, attempt: int) -> ClaimResult:
-        """Claim a deferred run for ``holder`` before its handler starts."""
+    def _run_keys(self, run_id: str) -> list[str]:
+        k = self.keys
+        return [k.claim(run_id), k.done(run_id), k.inflight(), k.resend(run_id)]
+
+    def claim(self, run_id: str, holder: str, *, lease_ms: int, attempt: int, resend: str) -> ClaimResult:
+        """Claim a deferred run for ``holder`` before its handler starts.
+
+        ``resend`` is the message that starts this attempt again: a recovery pass
+        sends it if the claim lapses before the run finishes (its worker died).
+        """
         reply = self._script(
             "claim",
-            [self.keys.claim(run_id), self.keys.done(run_id)],
-            [holder, lease_ms, attempt],
+            self._run_keys(run_id),
+            [holder, lease_ms, attempt, run_id, resend, keys.DONE_TTL_S],
             doing=f"claiming deferred run {run_id}",
         )
         return ClaimResult(reply[0], reply[1] if len(reply) > 1 else "")
@@ -66,16 +76,21 @@ class RunClaims:
     def renew(self, run_id: str, holder: str, *, lease_ms: int) -> bool:
         """Extend the claim's lease; False when ``holder`` no longer has it."""
         renewed = self._script(
-            "renew", [self.keys.claim(run_id)], [holder, lease_ms], doing=f"renewing deferred run {run_id}"
+            "renew",
+            [self.keys.claim(run_id), self.keys.inflight()],
+            [holder, lease_ms, run_id],
+            doing=f"renewing deferred run {run_id}",
         )
         return bool(renewed)
 
-    def hand_over(self, run_id: str, holder: str, *, next_attempt: int, ttl_ms: int) -> None:
-        """Reserve the run for its attempt ``next_attempt``, which is about to be sent."""
+    def hand_over(
+        self, run_id: str, holder: str, *, next_attempt: int, ttl_ms: int, resend: str = ""
+    ) -> None:
+        """Reserve the run for its attempt ``next_attempt``, whose message ``resend`` is about to be sent."""
         self._script(
             "retry",
-            [self.keys.claim(run_id)],
-            [holder, next_attempt, ttl_ms],
+            [self.keys.claim(run_id), self.keys.inflight(), self.keys.resend(run_id)],
+            [holder, next_attempt, ttl_ms, run_id, resend, keys.DONE_TTL_S],
             doing=f"handing deferred run {run_id} to its next attempt",
         )
 
@@ -83,10 +98,24 @@ class RunClaims:
         """Release the claim; a non-empty ``outcome`` marks the run finalized."""
         self._script(
             "finish",
-            [self.keys.claim(run_id), self.keys.done(run_id)],
-            [holder, outcome, keys.DONE_TTL_S],
+            self._run_keys(run_id),
+            [holder, outcome, keys.DONE_TTL_S, run_id],
             doing=f"finishing deferred run {run_id}",
         )
+
+    def take_lapsed(self, *, limit: int, lease_ms: int) -> list[str]:
+        """Take runs in flight whose time came (recovery); hidden from other passes for ``lease_ms``."""
+        ids = self._take_due(
+            "take_due", [self.keys.inflight()], [limit, lease_ms], doing="looking for lapsed deferred runs"
+        )
+        return list(ids)
+
+    def message_to_resend(self, run_id: str) -> str | None:
+        """The message that starts a lapsed run again, or ``None`` when it needs none."""
+        message = self._script(
+            "resend", self._run_keys(run_id), [run_id], doing=f"reading deferred run {run_id}"
+        )
+        return str(message) if message else None
 
 
 class HeldClaim:
@@ -96,15 +125,18 @@ class HeldClaim:
     runs out by itself, and then the run may be tried again, never lost.
     """
 
-    def __init__(self, claims: RunClaims, run_id: str, *, lease_ms: int) -> None:
+    def __init__(self, claims: RunClaims, run_id: str, *, lease_ms: int, retry_for_s: float) -> None:
         self.claims = claims
         self.run_id = run_id
         self.lease_ms = lease_ms
+        self.retry_for_s = retry_for_s
         self.holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
-    def take(self, *, attempt: int) -> ClaimResult:
-        """Claim the run for this attempt (``attempt`` counts retries)."""
-        return self.claims.claim(self.run_id, self.holder, lease_ms=self.lease_ms, attempt=attempt)
+    def take(self, *, attempt: int, resend: str) -> ClaimResult:
+        """Claim the run for this attempt (``attempt`` counts retries); see :meth:`RunClaims.claim`."""
+        return self.claims.claim(
+            self.run_id, self.holder, lease_ms=self.lease_ms, attempt=attempt, resend=resend
+        )
 
     @contextmanager
     def kept_alive(self) -> Iterator[None]:
@@ -121,18 +153,38 @@ class HeldClaim:
         finally:
             keeper.unregister(token)
 
-    def hand_over(self, *, next_attempt: int, ttl_ms: int) -> None:
+    def hand_over(self, *, next_attempt: int, ttl_ms: int, resend: str = "") -> None:
         """Keep the run for its attempt ``next_attempt`` (a retry or a requeue about to be sent)."""
         try:
-            self.claims.hand_over(self.run_id, self.holder, next_attempt=next_attempt, ttl_ms=ttl_ms)
+            self.claims.hand_over(
+                self.run_id, self.holder, next_attempt=next_attempt, ttl_ms=ttl_ms, resend=resend
+            )
         except Exception:
             logger.warning("deferred run %s: could not hand its claim over", self.run_id, exc_info=True)
 
     def finish(self, outcome: str) -> None:
-        """Mark the run finalized with ``outcome`` and let go of the claim."""
-        try:
+        """Mark the run finalized with ``outcome`` and let go of the claim.
+
+        Kept trying in the background while Redis is away: a run not marked done
+        would be sent again once its claim lapses.
+        """
+
+        def attempt() -> bool:
             self.claims.finish(self.run_id, self.holder, outcome=outcome)
-        except Exception:
-            logger.warning(
-                "deferred run %s %s, but could not mark it so", self.run_id, outcome, exc_info=True
+            return True
+
+        try:
+            attempt()
+        except Exception as exc:
+            logger.warning("deferred run %s %s, but could not mark it so yet: %s", self.run_id, outcome, exc)
+            background().submit(
+                f"marking deferred run {self.run_id} {outcome}",
+                attempt,
+                budget_s=self.retry_for_s,
+                on_give_up=functools.partial(
+                    logger.error,
+                    "deferred run %s %s, but Redis was away too long to mark it so; it may run again",
+                    self.run_id,
+                    outcome,
+                ),
             )

@@ -75,8 +75,16 @@ class DeferredFunction(AttemptEnds):
         request = self.request
         try:
             store = store_for(self.app)
-            claim = HeldClaim(store.claims, request.id, lease_ms=int(store.settings.lease_s * 1000))
-            found = claim.take(attempt=request.retries or 0)
+            settings = store.settings
+            claim = HeldClaim(
+                store.claims,
+                request.id,
+                lease_ms=int(settings.lease_s * 1000),
+                retry_for_s=settings.store_wait_s,
+            )
+            found = claim.take(
+                attempt=request.retries or 0, resend=self.resend(message, retries=request.retries or 0)
+            )
         except StoreUnavailableError as exc:
             self._wait_for_store(exc, None, message)
         except Exception as exc:
@@ -174,8 +182,9 @@ class DeferredFunction(AttemptEnds):
             return {"dropped": admission.reason}
         # Kept for this very attempt: a stray copy of an earlier one stays out.
         ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
-        claim.hand_over(next_attempt=self.request.retries or 0, ttl_ms=ttl_ms)
         waiting = message.replace(passed=tuple(admission.passed))
+        retries = self.request.retries or 0
+        claim.hand_over(next_attempt=retries, ttl_ms=ttl_ms, resend=self.resend(waiting, retries=retries))
         self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
 
 

@@ -152,3 +152,12 @@ def _field(doc: Mapping[str, Any], path: str, kind: type, default: Any = _MISSIN
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise MalformedMessageError(f"{path!r} must be {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def resend_message(task_name: str, message: DeferMessage, *, retries: int, options: dict[str, Any]) -> str:
+    """JSON of what a recovery pass sends to start an attempt again (its worker died).
+
+    ``options`` are ``send_task`` options: ``queue``, ``priority``, ``parent_id``, ``root_id``.
+    """
+    document = {"task": task_name, "kwargs": message.to_kwargs(), "retries": retries, "options": options}
+    return json.dumps(document, separators=(",", ":"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -9,6 +10,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
+from celery_defer.deferred.claims import RunClaims
 from celery_defer.errors import CeleryDeferError
 from celery_defer.outbox.dispatch import dispatch, finalize_unreturned
 from celery_defer.outbox.redis_outbox import RedisOutbox
@@ -29,9 +31,11 @@ def recover_once(app: Celery) -> int:
     fails (the broker is away) the pass stops and gives back what it took, so the
     next pass, one interval later, tries again.
     """
-    outbox = store_for(app).outbox
+    store = store_for(app)
+    outbox = store.outbox
     lease_ms = int(max(30.0, 2 * outbox.settings.recovery_interval_s) * 1000)
     _finalize_dead_attempts(app, outbox, lease_ms)
+    _resend_lapsed_runs(app, store.claims, lease_ms)
     sent = 0
     while True:
         run_ids = outbox.claim_due(limit=BATCH, lease_ms=lease_ms)
@@ -76,6 +80,37 @@ def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> 
             len(records),
         )
         finalize_unreturned(app, run_id)
+
+
+def _resend_lapsed_runs(app: Celery, claims: RunClaims, lease_ms: int) -> None:
+    """Send again the deferred runs whose claim lapsed before they finished.
+
+    Their worker died mid-handler (the whole worker, or its pool process): with
+    ``acks_late`` off the broker forgot the message when the run started, and
+    with it on a Redis broker gives it back only after its visibility timeout.
+    A copy that arrives anyway finds the run claimed or done: it never runs twice.
+    """
+    for run_id in claims.take_lapsed(limit=BATCH, lease_ms=lease_ms):
+        text = claims.message_to_resend(run_id)
+        if text is None:
+            continue
+        try:
+            document = json.loads(text)
+            options = {"parent_id": None, "root_id": None, **document["options"]}
+            app.send_task(
+                document["task"],
+                kwargs=document["kwargs"],
+                task_id=run_id,
+                retries=document["retries"],
+                serializer="json",
+                add_to_parent=False,
+                **options,
+            )
+        except (ValueError, KeyError, TypeError):
+            logger.error("deferred run %s cannot be sent again: its kept message is unreadable", run_id)
+            claims.finish(run_id, "", outcome="lost")
+            continue
+        logger.warning("deferred run %s: its worker died before it finished; sent again", run_id)
 
 
 class RecoveryThread(threading.Thread):

@@ -23,7 +23,7 @@ from celery_defer.settings import Settings
 #: a recovery pass may send them instead.
 DISPATCH_GRACE_MS = 5_000
 
-_SCRIPTS = ("record", "finalize", "complete", "claim_due", "attempt_begin", "attempt_renew")
+_SCRIPTS = ("record", "finalize", "complete", "attempt_begin", "attempt_renew")
 
 
 class RedisOutbox:
@@ -37,6 +37,7 @@ class RedisOutbox:
         self.settings = settings
         self.keys = keyspace
         self._script = Scripts(client, "outbox", _SCRIPTS)
+        self._take_due = Scripts(client, "indexes", ("take_due",))
 
     @property
     def lease_ms(self) -> int:
@@ -68,8 +69,8 @@ class RedisOutbox:
 
     def claim_stale_attempts(self, *, limit: int, lease_ms: int) -> list[str]:
         """Take runs whose attempt lease ran out: their worker died mid-attempt."""
-        ids = self._script(
-            "claim_due", [self.keys.attempts()], [limit, lease_ms], doing="looking for dead attempts"
+        ids = self._take_due(
+            "take_due", [self.keys.attempts()], [limit, lease_ms], doing="looking for dead attempts"
         )
         return list(ids)
 
@@ -133,7 +134,7 @@ class RedisOutbox:
 
     def claim_due(self, *, limit: int, lease_ms: int) -> list[str]:
         """Take finalized runs whose dispatch is overdue (recovery)."""
-        ids = self._script(
-            "claim_due", [self.keys.finalized()], [limit, lease_ms], doing="looking for undispatched runs"
+        ids = self._take_due(
+            "take_due", [self.keys.finalized()], [limit, lease_ms], doing="looking for undispatched runs"
         )
         return list(ids)

@@ -131,12 +131,12 @@ def test_worker_killed_mid_attempt_without_acks_late_still_runs_earlier_defers(
 
 def test_a_retry_keeps_the_run_reserved_even_while_it_waits_on_flow_control(redis_url, app_module):
     store = store_for(app_module.app)
-    assert store.claims.claim("run", "attempt-0", lease_ms=5000, attempt=0).state == "ok"
+    assert store.claims.claim("run", "attempt-0", lease_ms=5000, attempt=0, resend="").state == "ok"
     store.claims.hand_over("run", "attempt-0", next_attempt=1, ttl_ms=5000)  # a retry is sent
-    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
-    assert store.claims.claim("run", "attempt-1", lease_ms=5000, attempt=1).state == "ok"
+    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0, resend="").state == "busy"
+    assert store.claims.claim("run", "attempt-1", lease_ms=5000, attempt=1, resend="").state == "ok"
     store.claims.hand_over("run", "attempt-1", next_attempt=1, ttl_ms=5000)  # attempt 1 must wait
-    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0).state == "busy"
-    assert store.claims.claim("run", "attempt-1-again", lease_ms=5000, attempt=1).state == "ok"
+    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0, resend="").state == "busy"
+    assert store.claims.claim("run", "attempt-1-again", lease_ms=5000, attempt=1, resend="").state == "ok"
     store.claims.finish("run", "attempt-1-again", outcome="succeeded")
-    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0).state == "done"
+    assert store.claims.claim("run", "stray-copy", lease_ms=5000, attempt=0, resend="").state == "done"

@@ -56,6 +56,7 @@ def record_run(ctx: Any) -> None:
         run_id=ctx.run_id,
         attempt=ctx.attempt,
         data=data,
+        pid=os.getpid(),
     )
     if data.get("fail_times", 0) > ctx.attempt:
         raise RuntimeError(f"planned failure {ctx.attempt}")
@@ -65,6 +66,7 @@ def record_run(ctx: Any) -> None:
         raise RetryAfterError(data["retry_after"])
     if data.get("sleep"):
         time.sleep(data["sleep"])
+    seen("finished", defer_id=ctx.parents[0].defer_id, run_id=ctx.run_id)
 
 
 recorder = create_defer(app, {"id": "recorder", "retries": 2}, record_run)
