@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
+
+from celery_defer.deferred.payload import DeferCall
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ class DeferContext(Generic[T]):
     attempt: int
     parents: list[Parent]
     logger: logging.LoggerAdapter[logging.Logger]
-    defer: Callable[..., None] = field(repr=False)
+    defer: DeferCall = field(repr=False)
 
 
 def run_logger(function_id: str, run_id: str) -> logging.LoggerAdapter[logging.Logger]:

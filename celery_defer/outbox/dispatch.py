@@ -13,6 +13,7 @@ from celery import Celery
 from celery_defer.outbox.memory_outbox import eager_outbox
 from celery_defer.outbox.publish import publish, run_eagerly
 from celery_defer.outbox.record import DeferRecord
+from celery_defer.parent.sink import DeferSink, active_sink
 from celery_defer.store import store_for
 
 logger = logging.getLogger(__name__)
@@ -22,12 +23,19 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
     """Start the deferred runs of a finalized parent run; never raises."""
     if not records:
         return
+    sink = active_sink()
     if eager:
         eager_outbox.complete(run_id)
-        run_eagerly(app, records)
+        if sink is not None:
+            _to_sink(sink, app, records)
+        else:
+            run_eagerly(app, records)
         return
     try:
-        publish(app, records)
+        if sink is not None:
+            _to_sink(sink, app, records)
+        else:
+            publish(app, records)
     except Exception:
         logger.error(
             "run %s: sending %d deferred runs failed; the recovery pass will send them",
@@ -40,6 +48,12 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
         store_for(app).outbox.complete(run_id)
     except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
+
+
+def _to_sink(sink: DeferSink, app: Celery, records: list[DeferRecord]) -> None:
+    # celery_defer.testing.capture_defers: kept for the test instead of sent.
+    for record in records:
+        sink.take(record, app.tasks.get(record.task_name), in_run=True)
 
 
 def finalize_unreturned(app: Celery, run_id: str) -> None:
