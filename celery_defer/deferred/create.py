@@ -25,36 +25,36 @@ Handler = Callable[[Any], Any]
 
 @overload
 def create_defer(
-    app: Celery, config: SchemaDeferConfig[T], handler: Callable[[DeferContext[T]], Any]
+    app: Celery[Any], config: SchemaDeferConfig[T], handler: Callable[[DeferContext[T]], Any]
 ) -> DeferredFunction[T]: ...
 
 
 @overload
 def create_defer(
-    app: Celery, config: SchemaDeferConfig[T], handler: None = None
+    app: Celery[Any], config: SchemaDeferConfig[T], handler: None = None
 ) -> Callable[[Callable[[DeferContext[T]], Any]], DeferredFunction[T]]: ...
 
 
 @overload
 def create_defer(
-    app: Celery, config: DeferConfigKeys, handler: Callable[[DeferContext[dict[str, Any]]], Any]
+    app: Celery[Any], config: DeferConfigKeys, handler: Callable[[DeferContext[dict[str, Any]]], Any]
 ) -> DeferredFunction[dict[str, Any]]: ...
 
 
 @overload
 def create_defer(
-    app: Celery, config: DeferConfigKeys, handler: None = None
+    app: Celery[Any], config: DeferConfigKeys, handler: None = None
 ) -> Callable[[Callable[[DeferContext[dict[str, Any]]], Any]], DeferredFunction[dict[str, Any]]]: ...
 
 
 @overload
 def create_defer(
-    app: Celery, config: DeferConfig[T], handler: Callable[[DeferContext[T]], Any]
+    app: Celery[Any], config: DeferConfig[T], handler: Callable[[DeferContext[T]], Any]
 ) -> DeferredFunction[T]: ...
 
 
 def create_defer(
-    app: Celery, config: DeferConfig[Any] | DeferConfigKeys, handler: Handler | None = None
+    app: Celery[Any], config: DeferConfig[Any] | DeferConfigKeys, handler: Handler | None = None
 ) -> DeferredFunction[Any] | Callable[[Handler], DeferredFunction[Any]]:
     """Define a deferred function and register it on ``app`` as a Celery task.
 

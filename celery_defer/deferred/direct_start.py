@@ -63,8 +63,10 @@ class DirectStart(Task, Generic[T]):  # type: ignore[misc]
     abstract = True
     __celery_defer_options__: ClassVar[FunctionOptions]
 
-    def defer_signature(self, *, data: T | None = None) -> None:
-        """The keyword arguments ``defer(id, function=<this>, ...)`` takes; for type checkers."""
+    if TYPE_CHECKING:
+        # The keyword arguments defer(id, function=<this>, ...) takes: only type
+        # checkers read it (celery_defer.deferred.payload). ``data`` may be omitted.
+        def defer_signature(self, *, data: T = ...) -> None: ...
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         """Celery's ``apply_async``, for the messages this library sends (retries, waits).

@@ -11,7 +11,7 @@ import pytest
 from celery import Celery
 from pydantic import BaseModel
 
-from celery_defer import ConfigurationError, DeferTask, create_defer
+from celery_defer import ConfigurationError, DeferredFunction, DeferTask, create_defer
 from celery_defer.deferred.handler_call import invoke_handler
 from celery_defer.errors import DirectStartError, MalformedMessageError
 from celery_defer.outbox.record import deferred_run_id
@@ -132,4 +132,11 @@ def test_a_per_task_base_and_generic_functions_register_as_ever():
     fn = create_defer(app, {"id": "g"}, lambda ctx: None)
     assert app.tasks["celery_defer.fn.g"] is fn
     assert isinstance(fn, DeferTask)
-    assert type(fn).__mro__[1].__name__ == "DeferredFunction"
+    assert type(fn).__mro__[1] is DeferredFunction
+    assert DeferredFunction[Email].__origin__ is DeferredFunction  # subscriptable at run time too
+
+    @app.task(base=DeferredFunction, bind=True, name="by-hand", lazy=False, shared=False)
+    def by_hand(self: Any) -> str:
+        return "registered"
+
+    assert app.tasks["by-hand"] is by_hand
