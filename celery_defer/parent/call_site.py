@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_defer")
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KEYWORDS = frozenset({"function", "data"})
 
 
 def defer_call(*args: Any, **kwargs: Any) -> None:
@@ -85,7 +86,10 @@ else:
             data: a ``dict`` or pydantic model, JSON-serialisable, valid for the
                 function's schema. It is copied as JSON now.
         """
-        defer_call(*args, **kwargs)
+        if len(args) == 1 and kwargs.keys() <= _KEYWORDS:  # the documented form, on the fast path
+            _defer(args[0], kwargs.get("function"), kwargs.get("data"))
+        else:
+            defer_call(*args, **kwargs)
 
 
 def _defer(id: object, function: Any, data: object) -> None:
