@@ -50,7 +50,8 @@ def parse_started(function_id: str, args: tuple[Any, ...], kwargs: Mapping[str, 
         MalformedMessageError: they are not a message ``defer()`` or ``.start()`` sends.
     """
     if args:
-        raise MalformedMessageError(f"it got {len(args)} positional arguments; {how_to_start(function_id)}")
+        count = f"{len(args)} positional argument{'s' if len(args) > 1 else ''}"
+        raise MalformedMessageError(f"it got {count}, and takes none; {how_to_start(function_id)}")
     try:
         return parse_message(kwargs)
     except MalformedMessageError as exc:

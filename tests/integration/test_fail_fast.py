@@ -67,7 +67,7 @@ def test_start_from_plain_code_runs_once_per_id(start_worker, app_module, seen):
 @pytest.mark.parametrize(
     ("args", "kwargs", "reason"),
     [
-        (({"n": 1},), {}, "it got 1 positional arguments"),
+        (({"n": 1},), {}, "it got 1 positional argument, and takes none"),
         ((), {"n": 1}, "unexpected arguments ['n']"),
         ((), {"event": {"name": "x"}}, "'parent' must be an object"),
     ],
