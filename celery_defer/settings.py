@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +12,22 @@ from celery import Celery
 
 from celery_defer.errors import ConfigurationError
 
+logger = logging.getLogger(__name__)
+
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+#: Every setting this library reads; any other ``defer_*`` name is a mistake.
+KNOWN_SETTINGS = (
+    "defer_redis_url",
+    "defer_key_prefix",
+    "defer_recovery_interval",
+    "defer_max_per_run",
+    "defer_max_payload_bytes",
+    "defer_lease",
+    "defer_retry_base_delay",
+    "defer_retry_max_delay",
+)
+_OURS = re.compile(r"^(celery_)?defer_", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +48,10 @@ class Settings:
         """Return the Redis URL, or explain which setting is missing."""
         if not self.redis_url:
             raise ConfigurationError(
-                "celery_defer needs Redis: set defer_redis_url (CELERY_DEFER_REDIS_URL with "
-                "Django settings); the broker URL is used only when it is a Redis URL",
+                "celery_defer needs Redis for its state and the broker is not Redis: set "
+                "defer_redis_url, e.g. app.conf.defer_redis_url = 'redis://localhost:6379/0' "
+                "(CELERY_DEFER_REDIS_URL with Django settings); the broker URL is used only "
+                "when it is a Redis URL",
                 key="defer_redis_url",
             )
         return self.redis_url
@@ -55,9 +75,32 @@ def _number(conf: Any, name: str, default: float, *, minimum: float) -> float:
     return float(value)
 
 
+def unknown_settings(conf: Any) -> list[tuple[str, str | None]]:
+    """Return each ``defer_*`` setting in ``conf`` this library does not know, with the closest known one.
+
+    ``DEFER_*`` and ``CELERY_DEFER_*`` (Django's namespace) count too.
+    """
+    found: list[tuple[str, str | None]] = []
+    for key in list(conf.keys()):
+        if not isinstance(key, str) or not _OURS.match(key):
+            continue
+        name = key.lower().removeprefix("celery_")
+        if name in KNOWN_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, KNOWN_SETTINGS, n=1, cutoff=0.6)
+        closest = close[0] if close else None
+        if closest is not None and key != name:  # show it in the spelling the user used
+            closest = closest.upper() if key.startswith("DEFER_") else f"CELERY_{closest.upper()}"
+        found.append((key, closest))
+    return found
+
+
 def read_settings(app: Celery) -> Settings:
-    """Read and check the ``defer_*`` settings of ``app``."""
+    """Read and check the ``defer_*`` settings of ``app``; warn about unknown ones."""
     conf = app.conf
+    for key, closest in unknown_settings(conf):
+        hint = f"did you mean {closest}?" if closest else f"known settings: {', '.join(KNOWN_SETTINGS)}"
+        logger.warning("unknown celery_defer setting %s is ignored; %s", key, hint)
     redis_url = _lookup(conf, "defer_redis_url")
     if redis_url is None:
         broker = conf.broker_url or ""

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from pathlib import Path
 
 import redis
 from celery.result import AsyncResult
@@ -42,7 +43,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--settle", type=float, default=1.0,
         help="seconds to keep watching for extra runs once all expected ones ran (default 1)",
     )  # fmt: skip
-    parser.add_argument("--keep-log", action="store_true", help="keep the worker log even when all went well")
+    parser.add_argument(
+        "--log-file", type=Path, default=None,
+        help="where the worker writes its log (default: a new file in the temp directory); always kept",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the driver does")
     args = parser.parse_args(argv)
     if args.orders < 1:
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
         patterns.append(f"{read_settings(app).key_prefix}:*")
     results.clear(client, patterns=tuple(patterns))
 
-    worker = Worker(url, concurrency=args.concurrency)
+    worker = Worker(url, concurrency=args.concurrency, log_path=args.log_file)
     worker.start()
     stack.callback(_stop_worker, worker)
     print(f"worker: {worker.nodename}, concurrency {args.concurrency}, log {worker.log_path}")
@@ -151,8 +155,6 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     print()
     print(render(summary, wall_s=time.monotonic() - started, batch_s=batch_s))
     if complete and summary.ok:
-        if not args.keep_log:
-            stack.callback(worker.remove_log)
         return 0
     print(f"\nworker log ({worker.log_path}) ends with:\n{worker.log_tail()}")
     return 1
@@ -160,7 +162,8 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
 
 def _stop_worker(worker: Worker) -> None:
     code = worker.stop()
-    print(f"worker stopped (exit code {code})")
+    # The log is kept: the path printed at the start is still there to read.
+    print(f"worker stopped (exit code {code}), its log: {worker.log_path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

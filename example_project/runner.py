@@ -37,20 +37,25 @@ def demo_redis() -> Iterator[tuple[str, bool]]:
 
 
 class Worker:
-    """A ``celery -A example_project worker`` subprocess, its log kept in a temp file.
+    """A ``celery -A example_project worker`` subprocess, its log kept in a file.
 
     Args:
         redis_url: the Redis the worker uses (passed as ``REDIS_URL``).
         concurrency: worker processes.
+        log_path: the worker's log file; a new temp file when omitted. Never deleted.
     """
 
-    def __init__(self, redis_url: str, *, concurrency: int = 2) -> None:
+    def __init__(self, redis_url: str, *, concurrency: int = 2, log_path: Path | None = None) -> None:
         self.redis_url = redis_url
         self.concurrency = concurrency
         self.nodename = f"example-shop-{os.getpid()}@{socket.gethostname()}"
-        fd, name = tempfile.mkstemp(prefix="example-shop-worker-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(name)
+        if log_path is None:
+            # A file of its own, never inside a directory that is removed on exit
+            # (the embedded Redis's is): the path printed must still be there after.
+            fd, name = tempfile.mkstemp(prefix="example-shop-worker-", suffix=".log")
+            os.close(fd)
+            log_path = Path(name)
+        self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
@@ -115,6 +120,3 @@ class Worker:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def remove_log(self) -> None:
-        self.log_path.unlink(missing_ok=True)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Generic, Literal
 
-from typing_extensions import NotRequired, Required
+from typing_extensions import NotRequired, Required, TypedDict, TypeVar
 
 from celery_defer.config.durations import Duration, parse_duration_s
 from celery_defer.config.flow_keys import FLOW_KEYS, GuardSpec, parse_flow
 from celery_defer.config.schemas import PayloadSchema
+from celery_defer.deferred.payload import SchemaOf
 from celery_defer.errors import ConfigurationError
 
 KeyExpr = str | Callable[[Any], Any]
+
+#: The schema type of a config; a bare ``DeferConfig`` is ``DeferConfig[Any]``.
+S = TypeVar("S", default=Any)
 
 
 class ConcurrencyConfig(TypedDict, total=False):
@@ -56,12 +60,11 @@ class SingletonConfig(TypedDict, total=False):
     mode: Required[Literal["skip", "cancel"]]
 
 
-class DeferConfig(TypedDict, total=False):
-    """The config dict of :func:`celery_defer.create_defer`."""
+class DeferConfigKeys(TypedDict, total=False):
+    """Every key of a ``create_defer`` config but ``schema`` (a config without a schema)."""
 
     id: Required[str]
     name: str
-    schema: Any
     retries: int
     concurrency: NotRequired[int | ConcurrencyConfig | list[ConcurrencyConfig]]
     throttle: ThrottleConfig
@@ -72,6 +75,18 @@ class DeferConfig(TypedDict, total=False):
     timeouts: TimeoutsConfig
     singleton: SingletonConfig
     queue: str
+
+
+class DeferConfig(DeferConfigKeys, Generic[S], total=False):
+    """The config dict of :func:`celery_defer.create_defer`; ``S`` is the schema's type."""
+
+    schema: SchemaOf[S]
+
+
+class SchemaDeferConfig(DeferConfigKeys, Generic[S], total=False):
+    """A config with a ``schema``: its functions' payload type is the schema's."""
+
+    schema: Required[SchemaOf[S]]
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")

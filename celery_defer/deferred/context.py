@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
+
+from celery.utils.log import get_task_logger
+
+from celery_defer.deferred.payload import DeferCall
 
 T = TypeVar("T")
 
@@ -53,13 +56,19 @@ class DeferContext(Generic[T]):
     attempt: int
     parents: list[Parent]
     logger: logging.LoggerAdapter[logging.Logger]
-    defer: Callable[..., None] = field(repr=False)
+    defer: DeferCall = field(repr=False)
 
 
 def run_logger(function_id: str, run_id: str) -> logging.LoggerAdapter[logging.Logger]:
-    """Return the ``ctx.logger`` of one deferred run."""
+    """Return the ``ctx.logger`` of one deferred run.
+
+    A Celery task logger (``celery_defer.fn.<id>``, under ``celery.task``): in a
+    worker its lines carry the task name and id in Celery's task log format,
+    ``celery_defer.fn.<id>[<run id>]: ...``; each record also carries
+    ``defer_function`` and ``defer_run_id`` for structured handlers.
+    """
     return logging.LoggerAdapter(
-        logging.getLogger(f"celery_defer.fn.{function_id}"),
+        get_task_logger(f"celery_defer.fn.{function_id}"),
         {"defer_function": function_id, "defer_run_id": run_id},
     )
 

@@ -7,8 +7,16 @@ from typing import Any, overload
 
 from celery import Celery
 
-from celery_defer.config.options import DeferConfig, FunctionOptions, validate_config
+from celery_defer.config.options import (
+    DeferConfig,
+    DeferConfigKeys,
+    FunctionOptions,
+    SchemaDeferConfig,
+    validate_config,
+)
+from celery_defer.deferred.context import DeferContext
 from celery_defer.deferred.function import DeferredFunction, execute_message
+from celery_defer.deferred.payload import T
 from celery_defer.errors import ConfigurationError
 from celery_defer.parent.worker_signals import install
 
@@ -16,19 +24,44 @@ Handler = Callable[[Any], Any]
 
 
 @overload
-def create_defer(app: Celery, config: DeferConfig, handler: Handler) -> DeferredFunction: ...
+def create_defer(
+    app: Celery[Any], config: SchemaDeferConfig[T], handler: Callable[[DeferContext[T]], Any]
+) -> DeferredFunction[T]: ...
 
 
 @overload
 def create_defer(
-    app: Celery, config: DeferConfig, handler: None = None
-) -> Callable[[Handler], DeferredFunction]: ...
+    app: Celery[Any], config: SchemaDeferConfig[T], handler: None = None
+) -> Callable[[Callable[[DeferContext[T]], Any]], DeferredFunction[T]]: ...
+
+
+@overload
+def create_defer(
+    app: Celery[Any], config: DeferConfigKeys, handler: Callable[[DeferContext[dict[str, Any]]], Any]
+) -> DeferredFunction[dict[str, Any]]: ...
+
+
+@overload
+def create_defer(
+    app: Celery[Any], config: DeferConfigKeys, handler: None = None
+) -> Callable[[Callable[[DeferContext[dict[str, Any]]], Any]], DeferredFunction[dict[str, Any]]]: ...
+
+
+@overload
+def create_defer(
+    app: Celery[Any], config: DeferConfig[T], handler: Callable[[DeferContext[T]], Any]
+) -> DeferredFunction[T]: ...
 
 
 def create_defer(
-    app: Celery, config: DeferConfig, handler: Handler | None = None
-) -> DeferredFunction | Callable[[Handler], DeferredFunction]:
+    app: Celery[Any], config: DeferConfig[Any] | DeferConfigKeys, handler: Handler | None = None
+) -> DeferredFunction[Any] | Callable[[Handler], DeferredFunction[Any]]:
     """Define a deferred function and register it on ``app`` as a Celery task.
+
+    Typed: with a ``schema`` (a pydantic model, a ``TypedDict``, a validator
+    returning ``T``) the result is a ``DeferredFunction[T]`` whose handler takes
+    a ``DeferContext[T]`` and whose ``defer(..., data=...)`` must be a ``T``;
+    without one, ``T`` is ``dict[str, Any]``.
 
     Args:
         app: the Celery app the function's runs go through.
@@ -48,7 +81,7 @@ def create_defer(
     return _register(app, options, handler)
 
 
-def _register(app: Celery, options: FunctionOptions, handler: Handler) -> DeferredFunction:
+def _register(app: Celery, options: FunctionOptions, handler: Handler) -> DeferredFunction[Any]:
     if not callable(handler):
         raise ConfigurationError(f"the handler of {options.id!r} must be callable", key="handler")
     existing = app._tasks.get(options.task_name)
@@ -69,7 +102,7 @@ def _register(app: Celery, options: FunctionOptions, handler: Handler) -> Deferr
     if options.finish_timeout_s is not None:
         attributes["soft_time_limit"] = options.finish_timeout_s
         attributes["time_limit"] = options.finish_timeout_s + 5
-    task: DeferredFunction = app.task(
+    task: DeferredFunction[Any] = app.task(
         name=options.task_name,
         base=DeferredFunction,
         bind=True,

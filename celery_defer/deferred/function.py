@@ -18,8 +18,10 @@ from celery_defer.deferred.admission import Admission, FlowControl, keep_leases
 from celery_defer.deferred.attempt_ends import AttemptEnds
 from celery_defer.deferred.claims import HeldClaim
 from celery_defer.deferred.context import DeferContext, DeferEvent, Parent, run_logger
+from celery_defer.deferred.direct_start import DirectStart, parse_started
 from celery_defer.deferred.handler_call import invoke_handler, validate_payload
-from celery_defer.deferred.message import DeferMessage, parse_message
+from celery_defer.deferred.message import DeferMessage
+from celery_defer.deferred.payload import T
 from celery_defer.deferred.timeouts import check_timeouts, now_ms
 from celery_defer.errors import (
     DeferredRunTimeoutError,
@@ -33,20 +35,21 @@ from celery_defer.store import Store, store_for
 logger = logging.getLogger(__name__)
 
 
-class DeferredFunction(AttemptEnds):
+class DeferredFunction(DirectStart[T], AttemptEnds):
     """A deferred function: a real Celery task, made by :func:`celery_defer.create_defer`.
 
-    Its task name is ``celery_defer.fn.<id>``. Send work to it with
-    :func:`celery_defer.defer`; calling ``.delay()`` on it yourself is not supported.
+    Its task name is ``celery_defer.fn.<id>``; ``T`` is its payload type. Send work
+    to it with :func:`celery_defer.defer`, or :meth:`start` from plain code;
+    ``.delay()`` and ``.apply_async()`` with other arguments are refused.
     """
 
     abstract = True
     serializer = "json"
     handler: Callable[[Any], Any]
 
-    def execute(self, **kwargs: Any) -> Any:
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Run one attempt of a deferred run (the body of the task)."""
-        message = self._parse(kwargs)
+        message = self._parse(args, kwargs)
         if self.request.is_eager:
             # In-process runs are for tests and scripts: no claims, no flow control.
             message, payload, admission = self._admit(message, None, None)
@@ -59,9 +62,9 @@ class DeferredFunction(AttemptEnds):
                 return self._hold_back(admission, store, claim, message)
             return self._run(message, payload, admission, claim)
 
-    def _parse(self, kwargs: dict[str, Any]) -> DeferMessage:
+    def _parse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DeferMessage:
         try:
-            return parse_message(kwargs)
+            return parse_started(self.__celery_defer_options__.id, args, kwargs)
         except MalformedMessageError as exc:
             logger.error(
                 "deferred run %s of %r failed: its message is not one defer() sends (%s); not retried",
@@ -157,7 +160,9 @@ class DeferredFunction(AttemptEnds):
             event=DeferEvent(message.event_name, payload, message.event_id, message.event_ts),
             run_id=run_id,
             attempt=self.request.retries or 0,
-            parents=[Parent(message.parent_run_id, message.parent_task_name, message.defer_id)],
+            parents=[Parent(message.parent_run_id, message.parent_task_name, message.defer_id)]
+            if message.parent_run_id  # a run from .start() has no parent
+            else [],
             logger=run_logger(options.id, run_id),
             defer=defer,
         )
@@ -188,6 +193,6 @@ class DeferredFunction(AttemptEnds):
         self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
 
 
-def execute_message(task: DeferredFunction, **kwargs: Any) -> Any:
+def execute_message(task: DeferredFunction[Any], *args: Any, **kwargs: Any) -> Any:
     """The body of every deferred function's task (bound: ``task`` is the task)."""
-    return task.execute(**kwargs)
+    return task.execute(*args, **kwargs)

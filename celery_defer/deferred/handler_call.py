@@ -18,15 +18,23 @@ def is_async_callable(fn: object) -> bool:
     )
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def run_coroutine(factory: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine to completion on a fresh event loop, from sync code."""
 
     async def main() -> Any:
         return await factory()
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not _loop_running():
+        # Outside the except block that detected it: an error the handler raises
+        # must not carry "no running event loop" as its __context__.
         return asyncio.run(main())
     # Called from code that already runs an event loop in this thread (an eager
     # run started from async code): give the handler a loop of its own.

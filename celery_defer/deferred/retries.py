@@ -11,7 +11,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from celery_defer.config.durations import parse_duration_s
 from celery_defer.config.options import FunctionOptions
-from celery_defer.errors import NonRetriableError, RetryAfterError
+from celery_defer.errors import ConfigurationError, NonRetriableError, RetryAfterError
 from celery_defer.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def retry_after_delay_s(value: object) -> float:
 
 def retry_delay_s(options: FunctionOptions, settings: Settings, attempt: int, exc: Exception) -> float | None:
     """Seconds until the retry ``exc`` calls for, or ``None`` when the run fails for good."""
-    if isinstance(exc, (NonRetriableError, SoftTimeLimitExceeded)):
+    # A missing or wrong setting is not transient: retrying would only fail the same way.
+    if isinstance(exc, (NonRetriableError, SoftTimeLimitExceeded, ConfigurationError)):
         return None
     if attempt >= options.retries:
         return None

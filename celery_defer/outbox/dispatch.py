@@ -16,6 +16,7 @@ from celery_defer.errors import ConfigurationError, StoreUnavailableError
 from celery_defer.outbox.memory_outbox import eager_outbox
 from celery_defer.outbox.publish import publish, run_eagerly
 from celery_defer.outbox.record import DeferRecord
+from celery_defer.parent.sink import DeferSink, active_sink
 from celery_defer.settings import settings_for
 from celery_defer.store import store_for
 
@@ -30,12 +31,19 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
     """
     if not records:
         return True
+    sink = active_sink()
     if eager:
         eager_outbox.complete(run_id, [record.defer_id for record in records])
-        run_eagerly(app, records)
+        if sink is not None:
+            _to_sink(sink, app, records)
+        else:
+            run_eagerly(app, records)
         return True
     try:
-        publish(app, records)
+        if sink is not None:
+            _to_sink(sink, app, records)
+        else:
+            publish(app, records)
     except Exception:
         logger.error(
             "run %s: sending %d deferred runs failed; the recovery pass will send them",
@@ -49,6 +57,12 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
     except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
     return True
+
+
+def _to_sink(sink: DeferSink, app: Celery, records: list[DeferRecord]) -> None:
+    # celery_defer.testing.capture_defers: kept for the test instead of sent.
+    for record in records:
+        sink.take(record, app.tasks.get(record.task_name), in_run=True)
 
 
 def finalize_unreturned(app: Celery, run_id: str) -> bool:

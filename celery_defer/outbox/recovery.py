@@ -151,11 +151,9 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.thread: RecoveryThread | None = None
 
     def start(self, parent: Any) -> None:
-        try:
-            settings_for(parent.app).require_redis_url()
-        except CeleryDeferError as exc:
-            logger.error("celery_defer recovery not started: %s", exc)
-            return
+        # Fail fast: a worker without its state store would accept parent runs whose
+        # defers it cannot keep. Raising here stops the worker with this message.
+        settings_for(parent.app).require_redis_url()
         self.thread = RecoveryThread(parent.app)
         self.thread.start()
 

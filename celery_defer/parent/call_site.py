@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -18,34 +18,95 @@ from celery_defer.deferred.message import event_name
 from celery_defer.errors import AsyncSchemaError, CallSkipped, SchemaRejected
 from celery_defer.outbox.record import DeferRecord, deferred_run_id
 from celery_defer.parent.capture import RunCapture, current_capture
+from celery_defer.parent.sink import active_sink
+
+if TYPE_CHECKING:
+    from celery_defer.deferred.payload import AcceptsData, P
 
 logger = logging.getLogger("celery_defer")
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KEYWORDS = frozenset({"function", "data"})
 
 
-def defer(id: str, *, function: Any = None, data: Mapping[str, Any] | BaseModel | None = None) -> None:
-    """Run ``function`` with ``data`` once the current parent run finalizes.
+def defer_call(*args: Any, **kwargs: Any) -> None:
+    """The runtime body of :func:`defer`: any arguments, never raises.
 
-    Synchronous and fire-and-forget: it returns ``None``, never raises, and the
-    caller goes on at once. A call that breaks a rule (SPEC section 4) is logged
-    on the ``celery_defer`` logger and skipped.
-
-    Args:
-        id: unique within the parent run; a repeated id keeps the first call's data.
-        function: a deferred function made by :func:`celery_defer.create_defer`.
-        data: a ``dict`` or pydantic model, JSON-serialisable, valid for the
-            function's schema. It is copied as JSON now.
+    ``id``, ``function`` and ``data`` are accepted by position too (``defer("id",
+    fn, data)``); anything else is logged and the call skipped.
     """
-    capture = current_capture.get()
     try:
+        defer_id, function, data = _arguments(args, kwargs)
+    except CallSkipped as skip:
+        logger.error("defer%s skipped: %s", _shown(args, kwargs), skip)
+        return
+    _defer(defer_id, function, data)
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
+    names = ("id", "function", "data")
+    if len(args) > len(names):
+        raise CallSkipped(f"takes at most 3 arguments (id, function, data), got {len(args)} positional")
+    given = dict(zip(names, args, strict=False))
+    twice = sorted(set(given) & set(kwargs))
+    if twice:
+        raise CallSkipped(f"{', '.join(twice)} given both by position and by keyword")
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise CallSkipped(f"unexpected keyword arguments {unknown}: use defer(id, function=..., data=...)")
+    given.update(kwargs)
+    if "id" not in given:
+        raise CallSkipped("no id given: use defer(id, function=..., data=...)")
+    return given["id"], given.get("function"), given.get("data")
+
+
+def _shown(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [f"{arg!r:.40}" for arg in args] + [f"{key}=..." for key in kwargs]
+    return f"({', '.join(parts)})"
+
+
+if TYPE_CHECKING:
+
+    def defer(id: str, function: AcceptsData[P], *args: P.args, **kwargs: P.kwargs) -> None:
+        """Run ``function`` with ``data`` once the current parent run finalizes."""
+
+else:
+
+    def defer(*args: Any, **kwargs: Any) -> None:
+        """Run ``function`` with ``data`` once the current parent run finalizes.
+
+        ``defer(id, *, function, data=None)``. Synchronous and fire-and-forget: it
+        returns ``None``, never raises, and the caller goes on at once. A call that
+        breaks a rule (SPEC section 4) is logged on the ``celery_defer`` logger and
+        skipped. ``function`` and ``data`` may also be given by position.
+
+        Args:
+            id: unique within the parent run; a repeated id keeps the first call's data.
+            function: a deferred function made by :func:`celery_defer.create_defer`.
+            data: a ``dict`` or pydantic model, JSON-serialisable, valid for the
+                function's schema. It is copied as JSON now.
+        """
+        if len(args) == 1 and kwargs.keys() <= _KEYWORDS:  # the documented form, on the fast path
+            _defer(args[0], kwargs.get("function"), kwargs.get("data"))
+        else:
+            defer_call(*args, **kwargs)
+
+
+def _defer(id: object, function: Any, data: object) -> None:
+    capture = current_capture.get()
+    sink = active_sink()
+    try:
+        if capture is None and sink is not None:
+            capture = sink.plain_code_capture(function)  # celery_defer.testing captures plain code
         if capture is None:
             raise CallSkipped(
                 "called outside a parent run: call it while a task whose base is celery_defer.DeferTask runs"
             )
         record = _build_record(capture, id, function, data)
     except CallSkipped as skip:
-        run = f" in run {capture.parent.run_id} ({capture.parent.task_name})" if capture else ""
+        run = ""
+        if capture is not None and capture.parent.run_id:
+            run = f" in run {capture.parent.run_id} ({capture.parent.task_name})"
         logger.error("defer(%r) skipped%s: %s", id, run, skip)
         return
     except Exception:
@@ -54,6 +115,8 @@ def defer(id: str, *, function: Any = None, data: Mapping[str, Any] | BaseModel 
     if record is not None:
         capture.records.append(record)
         capture.ids.add(record.defer_id)
+        if sink is not None and sink.is_plain_code(capture):
+            sink.take(record, function, in_run=False)
 
 
 def _build_record(capture: RunCapture, defer_id: object, function: Any, data: object) -> DeferRecord | None:

@@ -135,8 +135,9 @@ class DeferTask(Task):  # type: ignore[misc]
         super().after_return(status, retval, task_id, args, kwargs, einfo)
         finalization = take_for_after_return(task_id)
         if finalization is None:
-            eager = bool(self.request.is_eager)
-            if status == states.FAILURE and not eager and not self._requeued_on_timeout():
+            # An eager attempt that returned was dispatched by __call__ already, and
+            # an eager run cannot be killed: nothing is left to read, in Redis least of all.
+            if status == states.FAILURE and not self.request.is_eager and not self._requeued_on_timeout():
                 # Celery calls this from the worker's main process after a hard
                 # time limit killed the attempt: nothing of it was recorded.
                 finalize_in_background(self.app, task_id)

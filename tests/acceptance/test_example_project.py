@@ -51,9 +51,20 @@ def test_main_job_runs_every_expected_deferred_run_exactly_once() -> None:
     env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
     argv = [sys.executable, "-m", "example_project", "--orders", str(ORDERS), "--timeout", "90"]
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
-    output = proc.stdout.replace("\r", "\n")
+    output = proc.stdout
     report = f"exit code {proc.returncode}\n--- stdout\n{output}\n--- stderr\n{proc.stderr}"
     assert proc.returncode == 0, report
+    # Not a terminal: plain progress lines, no carriage returns piling up in a log.
+    assert "\r" not in output, report
+    assert f"placing orders: {ORDERS}/{ORDERS}" in output.splitlines(), report
+    assert re.search(r"^deferred runs: (\d+)/\1$", output, re.MULTILINE), report
+    # The worker log it names is still there once it has exited.
+    log_path = Path(re.search(r"^worker: .*, log (\S+)$", output, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    try:
+        assert f"worker stopped (exit code 0), its log: {log_path}" in output, report
+        assert "example-shop-" in log_path.read_text(), report
+    finally:
+        log_path.unlink(missing_ok=True)
     assert "(embedded, started here)" in output, report
     assert "parents finished: 18 (expected 18)" in output, report
     assert "failed after deferring: 2 (expected 2)" in output, report

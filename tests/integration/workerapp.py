@@ -94,6 +94,15 @@ async def nester(ctx: Any) -> None:
     ctx.defer("child", function=recorder, data={"from": ctx.run_id})
 
 
+def record_start(ctx: Any) -> None:
+    """A run started by ``.start()`` from plain code: no parent; logs through ``ctx.logger``."""
+    seen("started", run_id=ctx.run_id, parents=len(ctx.parents), data=ctx.event.data, attempt=ctx.attempt)
+    ctx.logger.info("started run %s says hi", ctx.event.data.get("n"))
+
+
+started = create_defer(app, {"id": "started", "retries": 2}, record_start)
+
+
 @app.task(bind=True)
 def parent(self: DeferTask, plan: dict[str, Any]) -> str:
     """Defers what ``plan`` says, per attempt, then succeeds, retries or fails."""

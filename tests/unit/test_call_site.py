@@ -150,6 +150,44 @@ def test_data_is_a_snapshot_taken_at_the_call(app, make_fn, recorder):
     assert recorder.calls[0].event.data == {"items": [1]}
 
 
+def test_captured_data_is_the_snapshot_the_worker_receives(app, make_fn, captured_defers):
+    fn = make_fn(schema=Email)
+    data = {"to": "a@b.c", "body": "hi", "extra": "dropped by the model"}
+    run_parent(app, lambda: defer("snap", function=fn, data=data))
+    data["to"] = "changed"
+    assert [(c.id, c.data) for c in captured_defers] == [("snap", {"to": "a@b.c", "body": "hi"})]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda fn: defer("pos", fn, {"n": 1}),  # type: ignore[call-arg]
+        lambda fn: defer("pos", fn, data={"n": 1}),
+    ],
+    ids=["function and data by position", "function by position"],
+)
+def test_function_and_data_may_be_given_by_position(app, make_fn, captured_defers, call):
+    fn = make_fn()
+    run_parent(app, lambda: call(fn))
+    assert [(c.id, c.data) for c in captured_defers] == [("pos", {"n": 1})]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "reason"),
+    [
+        ((), {}, "no id given"),
+        ((1, 2, 3), {"x": 4}, "unexpected keyword arguments ['x']"),
+        (("a", None, {}, 4), {}, "at most 3 arguments"),
+        (("a",), {"id": "b"}, "id given both by position and by keyword"),
+        ((1, 2, 3), {}, "the id must be a str"),
+    ],
+)
+def test_defer_never_raises_whatever_the_arguments(app, caplog, captured_defers, args, kwargs, reason):
+    assert run_parent(app, lambda: defer(*args, **kwargs)) == "done"
+    assert reason in skipped(caplog)[0]
+    assert captured_defers == []
+
+
 def test_pydantic_models_typed_dicts_dataclasses_and_callables_are_schemas(app, recorder):
     class Point(TypedDict):
         x: int
