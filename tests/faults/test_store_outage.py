@@ -71,3 +71,19 @@ def test_a_revoke_never_stalls_the_worker_while_redis_does_not_answer(
         assert time.monotonic() - began < 5
     finally:
         state_server.resume()
+
+
+def test_a_retried_run_whose_last_attempt_began_while_redis_was_away_is_still_finalized(
+    start_worker, app_module, seen, state_server: RedisServer
+):
+    start_worker(state_url=state_server.url)
+    app_module.parent.delay({"defers": {"a": {}}, "retries": 1, "retry_countdown": 2})
+    wait_for(lambda: seen("parent"))
+    time.sleep(0.5)  # attempt 0 recorded "a" (kept by the AOF) and sent its retry
+    state_server.kill()
+    wait_for(lambda: len(seen("parent")) == 2, timeout_s=10)  # attempt 1 began and ended, Redis away
+    time.sleep(1)
+    state_server.start()
+    wait_for(lambda: seen("finished"), timeout_s=30)
+    time.sleep(2)
+    assert runs_by_defer_id(seen) == {"a": [0]}

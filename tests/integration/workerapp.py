@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 from celery import Celery, current_task
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_defer, defer
 
@@ -31,7 +33,13 @@ app.conf.update(
     task_acks_late=ACKS_LATE,
     task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
-    broker_transport_options={"visibility_timeout": 3},
+    # A dead worker's unacknowledged messages come back after 3 s, looked for every
+    # second (kombu's defaults: an hour, looked for every 100 s).
+    broker_transport_options={
+        "visibility_timeout": 3,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
     result_extended=True,
     broker_connection_retry_on_startup=True,
     # Parents travel as msgpack here, so tests can show deferred runs are JSON anyway.
@@ -39,7 +47,12 @@ app.conf.update(
     accept_content=["json", "msgpack"],
 )
 
-_state = redis.Redis.from_url(f"{REDIS_URL}/3")
+# What the test reads survives a restart of its Redis: writes are tried again for ~20 s.
+_state = redis.Redis.from_url(
+    f"{REDIS_URL}/3",
+    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 40),
+    retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+)
 
 
 def seen(kind: str, **fields: Any) -> None:
@@ -125,7 +138,7 @@ def parent(self: DeferTask, plan: dict[str, Any]) -> str:
         defer("nest", function=nester, data={})
     seen("parent", run_id=self.request.id, attempt=attempt)
     if attempt < plan.get("retries", 0):
-        raise self.retry(countdown=0.05, max_retries=5)
+        raise self.retry(countdown=plan.get("retry_countdown", 0.05), max_retries=5)
     if plan.get("sleep_on_attempt") == attempt:
         time.sleep(plan.get("sleep", 30))
     if plan.get("fail"):
@@ -174,6 +187,45 @@ def parent_retry_killed(self: DeferTask) -> None:
     defer("before-retry", function=recorder, data={})
     seen("parent", run_id=self.request.id, attempt=self.request.retries)
     raise self.retry(countdown=0.05)
+
+
+class KillAt(DeferTask):
+    """Kills its whole worker once, at the kill point named by the run's first argument.
+
+    ``after_body``: the body returned, its defers recorded, not yet sent;
+    ``after_dispatch``: its deferred runs sent, the result not yet stored;
+    ``before_retry_sent``: attempt 0 recorded its defers for a retry not yet sent;
+    ``mid_attempt``: attempt 1 (of a run whose attempt 0 recorded) is running.
+    """
+
+    def kill_once(self, point: str) -> None:
+        here = bool(self.request.id and self.request.args and self.request.args[0] == point)
+        if here and _state.set(f"killed:{point}", 1, nx=True):
+            seen("killing", point=point, pid=os.getpid())
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+        self.kill_once("before_retry_sent")
+        return super().apply_async(*args, **kwargs)
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        self.kill_once("after_body")
+        super().after_return(*args, **kwargs)
+        self.kill_once("after_dispatch")
+
+
+@app.task(bind=True, base=KillAt)
+def parent_kill_at(self: KillAt, point: str) -> None:
+    """Every attempt defers "early"; the last one also "late"; attempt 0 retries for two points."""
+    attempt = self.request.retries
+    defer("early", function=recorder, data={"attempt": attempt})
+    seen("parent", run_id=self.request.id, attempt=attempt)
+    if attempt == 0 and point in ("before_retry_sent", "mid_attempt"):
+        raise self.retry(countdown=0.05)
+    if point == "mid_attempt":
+        time.sleep(2)
+        self.kill_once("mid_attempt")
+    defer("late", function=recorder, data={"attempt": attempt})
 
 
 @app.task(bind=True, time_limit=1.5)
