@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery, current_task
+from celery.signals import task_failure, task_retry, task_success
 
 from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_defer, defer
 
@@ -44,6 +45,29 @@ _state = redis.Redis.from_url(f"{REDIS_URL}/3")
 def seen(kind: str, **fields: Any) -> None:
     """Record what happened, for the test process to read (list ``seen``)."""
     _state.rpush("seen", json.dumps({"kind": kind, "t": time.time(), **fields}))
+
+
+def _deferred(sender: Any) -> bool:
+    return str(getattr(sender, "name", "")).startswith("celery_defer.fn.")
+
+
+@task_success.connect
+def _count_success(sender: Any = None, **_: Any) -> None:
+    """Every completion of a deferred run (a duplicate that is acknowledged is not one)."""
+    if _deferred(sender):
+        seen("done", run_id=sender.request.id, fn=sender.name)
+
+
+@task_failure.connect
+def _count_failure(sender: Any = None, task_id: str = "", exception: Any = None, **_: Any) -> None:
+    if _deferred(sender):
+        seen("failed", run_id=task_id, fn=sender.name, error=type(exception).__name__)
+
+
+@task_retry.connect
+def _count_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
+    if _deferred(sender):
+        seen("retry", run_id=request.id, fn=sender.name)
 
 
 def record_run(ctx: Any) -> None:
@@ -91,6 +115,14 @@ async def nester(ctx: Any) -> None:
     ctx.defer("child", function=recorder, data={"from": ctx.run_id})
 
 
+def nested(depth: int) -> dict[str, Any]:
+    """A JSON object ``depth`` levels deep: built in the worker, so no message carries it there."""
+    data: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        data = {"n": data}
+    return data
+
+
 @app.task(bind=True)
 def parent(self: DeferTask, plan: dict[str, Any]) -> str:
     """Defers what ``plan`` says, per attempt, then succeeds, retries or fails."""
@@ -111,6 +143,8 @@ def parent(self: DeferTask, plan: dict[str, Any]) -> str:
         defer("slowpoke", function=slowpoke, data={"sleep": 3})
     if plan.get("nest"):
         defer("nest", function=nester, data={})
+    if plan.get("deep"):
+        defer("deep", function=recorder, data=nested(plan["deep"]))
     seen("parent", run_id=self.request.id, attempt=attempt)
     if attempt < plan.get("retries", 0):
         raise self.retry(countdown=0.05, max_retries=5)
