@@ -105,6 +105,10 @@ class LimitBackend(abc.ABC):
         """Claim ``key`` for ``ttl_ms`` if nobody has; the same ``holder`` may claim again."""
 
     @abc.abstractmethod
+    def claim_release(self, key: str, holder: str) -> None:
+        """Give back ``holder``'s claim of ``key`` (its run was dropped before it started)."""
+
+    @abc.abstractmethod
     def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         """Take the lock if free (``skip``) or in any case (``cancel``)."""
 

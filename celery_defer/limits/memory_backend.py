@@ -147,6 +147,11 @@ class MemoryLimitBackend(LimitBackend):
                 return True
             return bool(holder) and current == holder
 
+    def claim_release(self, key: str, holder: str) -> None:
+        with self._lock:
+            if holder and self._get(key, self._clock_ms()) == holder:
+                del self._values[key]
+
     def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         with self._lock:
             now = self._clock_ms()

@@ -33,6 +33,7 @@ _SCRIPTS = (
     "throttle_take",
     "rate_hit",
     "idempotency_claim",
+    "idempotency_release",
     "singleton_acquire",
     "singleton_renew",
     "singleton_release",
@@ -92,6 +93,9 @@ class RedisLimitBackend(LimitBackend):
     def claim_once(self, key: str, ttl_ms: int, holder: str | None = None) -> bool:
         args = (holder or "", ttl_ms)
         return bool(self._call("idempotency_claim", (key,), args, doing="claiming an idempotency key"))
+
+    def claim_release(self, key: str, holder: str) -> None:
+        self._call("idempotency_release", (key,), (holder,), doing="giving back an idempotency key")
 
     def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         args = (holder, lease_ms, mode)

@@ -220,6 +220,13 @@ FLOW = {
     "idem": {"idempotency": "event.data.k"},
     "single-skip": {"singleton": {"key": "event.data.k", "mode": "skip"}},
     "single-cancel": {"singleton": {"key": lambda event: event.data["k"], "mode": "cancel"}},
+    # A rate limit after the idempotency claim: its drops must give the key back.
+    "idem-rated": {"idempotency": "event.data.k", "rate_limit": {"limit": 1, "period": "2s"}},
+    # Cancel combined with a guard that makes the newcomer wait first.
+    "single-cancel-throttled": {
+        "singleton": {"key": "event.data.k", "mode": "cancel"},
+        "throttle": {"limit": 1, "period": "3s"},
+    },
 }
 flow_functions = {
     fn_id: create_defer(app, {"id": fn_id, "retries": 0, **config}, flow_run)  # type: ignore[typeddict-item]

@@ -213,6 +213,14 @@ def test_claim_once_lets_the_same_holder_through(backend: LimitBackend) -> None:
     assert not backend.claim_once(KEY, 5000)
 
 
+def test_claim_release_gives_the_key_back_only_for_its_holder(backend: LimitBackend) -> None:
+    assert backend.claim_once(KEY, 5000, holder="run-1")
+    backend.claim_release(KEY, "run-2")  # not the holder: nothing happens
+    assert not backend.claim_once(KEY, 5000, holder="run-2")
+    backend.claim_release(KEY, "run-1")
+    assert backend.claim_once(KEY, 5000, holder="run-2")
+
+
 # -- singleton -----------------------------------------------------------------------
 
 
