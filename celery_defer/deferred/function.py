@@ -109,12 +109,12 @@ class DeferredFunction(DeferTask):
         try:
             payload = validate_payload(options.schema, message.data)
             if store is None or not options.flow:
-                check_timeouts(options, message)
+                check_timeouts(options, message, self.app)
                 return message, payload, Admission("proceed", passed=list(message.passed))
             flow = self._flow(store)
             event = DeferEvent(message.event_name, payload, message.event_id, message.event_ts)
             try:
-                check_timeouts(options, message)
+                check_timeouts(options, message, self.app)
             except DeferredRunTimeoutError:
                 flow.abandon(store.keys, event, run_id)
                 raise
@@ -143,7 +143,9 @@ class DeferredFunction(DeferTask):
         if admission.preempted:
             logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
             self.app.control.revoke(admission.preempted, terminate=True)
-        message = message.replace(started_ms=message.started_ms or now_ms(), passed=tuple(admission.passed))
+        message = message.replace(
+            started_ms=message.started_ms or now_ms(self.app), passed=tuple(admission.passed)
+        )
         context = DeferContext(
             event=DeferEvent(message.event_name, payload, message.event_id, message.event_ts),
             run_id=run_id,
@@ -211,7 +213,7 @@ class DeferredFunction(DeferTask):
             countdown=delay_s,
             max_retries=options.retries,
             kwargs=message.to_kwargs(),
-            **remaining_time_limits(options, message),
+            **remaining_time_limits(options, message, self.app),
         ) from exc
 
     def _eager_retry(self, exc: Exception, delay_s: float, kwargs: dict[str, Any]) -> Retry:

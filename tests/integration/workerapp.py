@@ -1,7 +1,9 @@
 """The Celery app that integration tests run in real worker processes.
 
 Configured from the environment so the test process and its workers agree:
-``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late).
+``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late), and
+``CDT_CLOCK_SKEW_S`` (seconds this worker's wall clock is off, to play a host
+whose clock disagrees: ``time.time_ns``, which only celery_defer reads, is shifted).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_d
 
 REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
 ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
+CLOCK_SKEW_NS = int(float(os.environ.get("CDT_CLOCK_SKEW_S", "0")) * 1e9)
+
+if CLOCK_SKEW_NS:
+    _true_time_ns = time.time_ns
+    time.time_ns = lambda: _true_time_ns() + CLOCK_SKEW_NS
 
 app = Celery("workerapp", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1", task_cls=DeferTask)
 app.conf.update(
