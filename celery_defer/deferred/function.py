@@ -48,9 +48,9 @@ class DeferredFunction(DeferTask):
     __celery_defer_options__: ClassVar[FunctionOptions]
     handler: Callable[[Any], Any]
 
-    def execute(self, **kwargs: Any) -> Any:
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Run one attempt of a deferred run (the body of the task)."""
-        message = self._parse(kwargs)
+        message = self._parse(args, kwargs)
         if self.request.is_eager:
             # In-process runs are for tests and scripts: no claims, no flow control.
             message, payload, admission = self._admit(message, None, None)
@@ -62,9 +62,9 @@ class DeferredFunction(DeferTask):
                 return self._hold_back(admission, store, claim, message)
             return self._run(message, payload, admission, claim)
 
-    def _parse(self, kwargs: dict[str, Any]) -> DeferMessage:
+    def _parse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DeferMessage:
         try:
-            return parse_message(kwargs)
+            return parse_message(kwargs, args)
         except MalformedMessageError as exc:
             logger.error(
                 "deferred run %s of %r failed: its message is not one defer() sends (%s); not retried",
@@ -254,6 +254,6 @@ class DeferredFunction(DeferTask):
         raise Requeued(reason)
 
 
-def execute_message(task: DeferredFunction, **kwargs: Any) -> Any:
+def execute_message(task: DeferredFunction, *args: Any, **kwargs: Any) -> Any:
     """The body of every deferred function's task (bound: ``task`` is the task)."""
-    return task.execute(**kwargs)
+    return task.execute(*args, **kwargs)
