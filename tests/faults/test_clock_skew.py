@@ -17,7 +17,7 @@ from celery_defer.errors import DeferredRunTimeoutError
 from tests.faults.tally import completions, executions
 from tests.integration.conftest import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SKEW_S = "30"
 

@@ -15,7 +15,7 @@ from celery_defer.parent.snapshot import MAX_DATA_DEPTH
 from tests.faults.tally import completions, executions
 from tests.integration.conftest import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_data_nested_too_deep_is_refused_and_the_worker_lives_on(start_worker, app_module, seen):

@@ -134,6 +134,7 @@ def test_singleton_cancel_cancels_the_running_one(start_worker, app_module, seen
     assert len(of(seen("end"), "single-cancel")) == 1  # the first never finished
 
 
+@pytest.mark.slow
 def test_singleton_cancel_behind_a_wait_still_cancels_and_never_runs_two_at_once(
     start_worker, app_module, seen
 ):
