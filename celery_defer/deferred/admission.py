@@ -85,7 +85,7 @@ class FlowControl:
             ValueError: a key expression failed for this event.
         """
         admission = Admission("proceed", passed=list(passed))
-        preempting: list[tuple[Guard, str]] = []
+        preempting: list[tuple[GuardSpec, Guard, str]] = []
         try:
             for spec, guard in self.rules:
                 if spec.slot in admission.passed:
@@ -94,7 +94,7 @@ class FlowControl:
                 if _preempts(guard):
                     # Taking a cancel-mode lock displaces the running holder for good:
                     # done only once every other guard said proceed (below).
-                    preempting.append((guard, key))
+                    preempting.append((spec, guard, key))
                     continue
                 if spec.kind == "debounce" and DEBOUNCE_PUSHED not in admission.passed:
                     delay_s = guard.push(  # type: ignore[attr-defined]
@@ -114,14 +114,18 @@ class FlowControl:
                 else:
                     admission.passed.append(spec.slot)
                 admission.payload = decision.payload or admission.payload
-            for guard, key in preempting:
-                # Had the lock been taken before a later guard said wait, the wait
-                # would have given it back: the displaced run would never be
-                # cancelled and, once the wait ended, the newcomer would find the
-                # lock free and run beside it.
+            for spec, guard, key in preempting:
+                # Had the running holder been cancelled before a later guard said
+                # wait, the newcomer would not start either; and a lock given back
+                # by that wait would have let the next newcomer run beside the old
+                # run. The newcomer waits here until the holder it cancelled ended.
                 decision = guard.check(key, holder=run_id)
-                admission.held.append((guard, key))
                 admission.preempted = decision.preempted or admission.preempted
+                if decision.action != "proceed":
+                    return self._stop(
+                        admission, run_id, decision.action, spec, decision.delay_s, decision.reason
+                    )
+                admission.held.append((guard, key))
         except BaseException:
             self.release(admission.held, run_id)
             raise
@@ -197,6 +201,14 @@ def keep_leases(held: Sequence[tuple[Guard, str]], run_id: str) -> Iterator[None
         tokens.append(token)
     try:
         yield
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            # Terminated (a singleton newcomer revoked this run: SystemExit from
+            # the pool's SIGTERM handler): the handler is over, so its locks go
+            # now rather than when their leases run out; the caller releases
+            # them itself after an ordinary exception.
+            FlowControl.release(held, run_id)
+        raise
     finally:
         for token in tokens:
             keeper.unregister(token)

@@ -180,6 +180,9 @@ class DeferredFunction(DeferTask):
             store.stats.count(f"dropped:{options.id}:{admission.kind}")
             self._finish_once_recorded(claim, "dropped")
             return {"dropped": admission.reason}
+        if admission.preempted:
+            logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
+            self.app.control.revoke(admission.preempted, terminate=True)
         # Kept for this very attempt: a stray copy of an earlier one stays out.
         ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
         claim.hand_over(next_attempt=self.request.retries or 0, ttl_ms=ttl_ms)

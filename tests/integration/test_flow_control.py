@@ -148,6 +148,7 @@ def test_singleton_cancel_behind_a_wait_still_cancels_and_never_runs_two_at_once
     assert [run["data"].get("second") for run in ended] == [True]
     second = next(run for run in of(seen("start"), fn) if run["data"].get("second"))
     assert second["t"] - first["t"] >= 2.5  # it did wait on the throttle
+    assert second["n"] == 1  # the first had ended (its finally ran) before the second began
     # Had the wait freed the lock, the first would have run on to its end.
     wait_for(lambda: time.time() > first["t"] + 11, timeout_s=15)
     assert [run["data"].get("second") for run in of(seen("end"), fn)] == [True]
@@ -165,3 +166,17 @@ def test_a_run_dropped_by_the_rate_limit_does_not_use_up_its_idempotency_key(sta
     app_module.fan_out.delay(fn, [{"k": "b"}])
     wait_for(lambda: [run["data"]["k"] for run in of(seen("end"), fn)] == ["a", "b"])
     assert f"dropped:{fn}:idempotency" not in store.stats.counters()
+
+
+def test_singleton_cancel_starts_the_newcomer_only_once_the_cancelled_run_ended(
+    start_worker, app_module, seen
+):
+    start_worker(concurrency=2)
+    first = {"k": "c", "sleep": 30, "cleanup": 1, "first": True}  # its cleanup takes 1 s
+    app_module.fan_out.delay("single-cancel", [first])
+    wait_for(lambda: of(seen("start"), "single-cancel"))
+    app_module.fan_out.delay("single-cancel", [{"k": "c", "second": True}])
+    ended = wait_for(lambda: of(seen("end"), "single-cancel"), timeout_s=20)
+    assert [run["data"].get("second") for run in ended] == [True]
+    second = next(run for run in of(seen("start"), "single-cancel") if run["data"].get("second"))
+    assert second["n"] == 1  # the cancelled run, cleanup included, had ended: never two at once

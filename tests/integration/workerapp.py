@@ -208,6 +208,7 @@ def flow_run(ctx: Any) -> None:
     try:
         time.sleep(data.get("sleep", 0))
     finally:
+        time.sleep(data.get("cleanup", 0))  # a handler's own cleanup, run even when cancelled
         _state.decr(group)
         _state.decr(f"active:{function}")
     seen("end", fn=function, run_id=ctx.run_id, data=data)

@@ -106,7 +106,7 @@ def test_a_run_abandoned_before_it_starts_gives_its_idempotency_key_back():
     assert (later.action, later.kind) == ("wait", "concurrency")  # not dropped as a duplicate
 
 
-def test_singleton_cancel_takes_the_lock_only_once_every_other_guard_proceeds():
+def test_singleton_cancel_cancels_only_once_every_other_guard_proceeds_and_never_shares_the_lock():
     backend = MemoryLimitBackend()
     guarded = flow(
         {
@@ -125,7 +125,15 @@ def test_singleton_cancel_takes_the_lock_only_once_every_other_guard_proceeds():
     lock = next(key for guard, key in old.held if guard.kind == "singleton")
     assert backend.singleton_renew(lock, "old", 60_000)  # "old" still holds its lock
     guarded.release(other.held, "other", 0.1)
-    # Now every other guard proceeds: the newcomer takes the lock and cancels "old".
-    started = guarded.admit(KEYS, event(k=1, slot="b"), "new", waiting.passed, {})
-    assert (started.action, started.preempted) == ("proceed", "old")
+    # Every other guard proceeds now: "old" is named to cancel, once, and the
+    # newcomer waits for it to end, holding nothing.
+    cancelling = guarded.admit(KEYS, event(k=1, slot="b"), "new", waiting.passed, {})
+    assert (cancelling.action, cancelling.kind, cancelling.preempted) == ("wait", "singleton", "old")
+    assert cancelling.held == []
+    still = guarded.admit(KEYS, event(k=1, slot="b"), "new", cancelling.passed, {})
+    assert (still.action, still.preempted) == ("wait", None)
+    assert backend.singleton_renew(lock, "old", 60_000)  # the lock is never shared
+    guarded.release(old.held, "old", 0.1)  # the cancelled run ends
+    started = guarded.admit(KEYS, event(k=1, slot="b"), "new", still.passed, {})
+    assert (started.action, started.preempted) == ("proceed", None)
     assert not backend.singleton_renew(lock, "old", 60_000)
