@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from celery_defer import DeferTask, create_defer, defer
@@ -69,6 +69,7 @@ VALUES = st.recursive(
         st.dictionaries(KEYS, inner, max_size=3),
         st.tuples(inner, inner),
         st.frozensets(st.integers(), max_size=2),
+        st.sets(st.integers(), max_size=2),
     ),
     max_leaves=12,
 )
@@ -79,7 +80,27 @@ DATA = st.one_of(
     st.none(),
     VALUES,
 )
-CALLS = st.lists(st.tuples(st.one_of(TEXT, st.integers(), st.none()), FUNCTIONS, DATA), max_size=5)
+JSON = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text()
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+VALID_IDS = st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=8)
+VALID_DATA = st.dictionaries(st.text(max_size=8), JSON, max_size=4)
+VALID_CALLS = st.tuples(VALID_IDS, st.just(valid_fn), VALID_DATA)
+# Hostile in one part at a time (the data, or the id and function), so that each
+# kind of refusal is reached often, and sometimes in all of them.
+HOSTILE_DATA_CALLS = st.tuples(VALID_IDS, st.just(valid_fn), DATA)
+HOSTILE_TARGET_CALLS = st.tuples(st.one_of(TEXT, st.integers(), st.none()), FUNCTIONS, VALID_DATA)
+HOSTILE_CALLS = st.tuples(st.one_of(TEXT, st.integers(), st.none()), FUNCTIONS, DATA)
+CALLS = st.lists(
+    st.one_of(VALID_CALLS, HOSTILE_DATA_CALLS, HOSTILE_DATA_CALLS, HOSTILE_TARGET_CALLS, HOSTILE_CALLS),
+    max_size=6,
+)
 
 
 def normalized(value: Any) -> Any:
@@ -169,6 +190,7 @@ def test_defer_never_raises_and_records_exactly_or_skips_with_an_error(calls):
             else:
                 expected[defer_id] = payload
         defer("sibling-after", function=valid_fn, data={"n": 2})
+    event(f"calls recorded: {min(len(expected), 2)}+, refused: {min(refused, 2)}+")
     recorded: dict[str, DeferRecord] = {record.defer_id: record for record in capture.records}
     assert len(recorded) == len(capture.records)
     want = {"sibling-before": {"n": 1}, **expected}
