@@ -75,11 +75,12 @@ def store_for(app: Celery) -> Store:
 def clock_for(app: Celery) -> RedisClock:
     """The clock to stamp and compare times that cross hosts with (Redis ``TIME``).
 
-    Apps without a state store have only the local clock, and need no other:
-    their runs never leave the process.
+    Apps without a state store, and apps that run every task in-process
+    (``task_always_eager``), read the local clock: their runs never leave the
+    process, and they must not wait on a Redis that may not be there.
     """
     settings = settings_for(app)
-    if not settings.redis_url:
+    if not settings.redis_url or app.conf.task_always_eager:
         return LOCAL_CLOCK
     try:
         return store_for(app).clock
