@@ -96,3 +96,8 @@ def seen_key(key: str) -> str:
 def avg_key(key: str) -> str:
     """Key of the average run duration beside a concurrency key."""
     return f"{key}:avg"
+
+
+def cancel_key(key: str) -> str:
+    """Key beside a singleton lock naming the holder already asked to stop (mode ``cancel``)."""
+    return f"{key}:cancel"

@@ -13,9 +13,11 @@ import redis
 from celery import Celery
 
 from celery_defer.deferred.claims import RunClaims
+from celery_defer.errors import ConfigurationError
 from celery_defer.keys import KeySpace
 from celery_defer.limits.redis_backend import RedisLimitBackend
 from celery_defer.outbox.redis_outbox import RedisOutbox
+from celery_defer.redis_clock import LOCAL_CLOCK, RedisClock
 from celery_defer.redis_io import connect
 from celery_defer.settings import Settings, settings_for
 from celery_defer.stats import Counters
@@ -32,15 +34,18 @@ class Store:
     claims: RunClaims
     limits: RedisLimitBackend
     stats: Counters
+    clock: RedisClock
 
     @classmethod
     def build(cls, client: redis.Redis, settings: Settings) -> Store:
         keyspace = KeySpace(settings.key_prefix)
+        clock = RedisClock(client)
         return cls(
             client=client,
             settings=settings,
             keys=keyspace,
-            outbox=RedisOutbox(client, settings, keyspace),
+            clock=clock,
+            outbox=RedisOutbox(client, settings, keyspace, clock),
             claims=RunClaims(client, keyspace),
             limits=RedisLimitBackend(client),
             stats=Counters(client, keyspace),
@@ -65,3 +70,19 @@ def store_for(app: Celery) -> Store:
         store = Store.build(connect(url), settings)
         app.__dict__["_celery_defer_store"] = store
         return store
+
+
+def clock_for(app: Celery) -> RedisClock:
+    """The clock to stamp and compare times that cross hosts with (Redis ``TIME``).
+
+    Apps without a state store, and apps that run every task in-process
+    (``task_always_eager``), read the local clock: their runs never leave the
+    process, and they must not wait on a Redis that may not be there.
+    """
+    settings = settings_for(app)
+    if not settings.redis_url or app.conf.task_always_eager:
+        return LOCAL_CLOCK
+    try:
+        return store_for(app).clock
+    except ConfigurationError:
+        return LOCAL_CLOCK

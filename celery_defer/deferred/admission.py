@@ -18,7 +18,7 @@ from typing import Any, Literal
 from celery_defer.config.flow_keys import GuardSpec
 from celery_defer.keys import KeySpace
 from celery_defer.lease_keeper import default_keeper
-from celery_defer.limits import Guard, LimitBackend
+from celery_defer.limits import Guard, LimitBackend, Singleton
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,17 @@ class FlowControl:
             ValueError: a key expression failed for this event.
         """
         admission = Admission("proceed", passed=list(passed))
+        preempting: list[tuple[GuardSpec, Guard, str]] = []
         try:
             for spec, guard in self.rules:
                 if spec.slot in admission.passed:
                     continue
                 key = self._redis_key(keys, spec, event)
+                if _preempts(guard):
+                    # Taking a cancel-mode lock displaces the running holder for good:
+                    # done only once every other guard said proceed (below).
+                    preempting.append((spec, guard, key))
+                    continue
                 if spec.kind == "debounce" and DEBOUNCE_PUSHED not in admission.passed:
                     delay_s = guard.push(  # type: ignore[attr-defined]
                         key, event_id=run_id, payload=json.dumps(data, separators=(",", ":")), order=event_seq
@@ -97,6 +103,8 @@ class FlowControl:
                     admission.passed.append(DEBOUNCE_PUSHED)
                     return self._stop(admission, run_id, "wait", spec, delay_s, "debounced")
                 decision = guard.check(key, holder=run_id)
+                if decision.action == "drop":
+                    self._give_back(keys, event, run_id, admission.passed)
                 if decision.action != "proceed":
                     return self._stop(
                         admission, run_id, decision.action, spec, decision.delay_s, decision.reason
@@ -106,7 +114,18 @@ class FlowControl:
                 else:
                     admission.passed.append(spec.slot)
                 admission.payload = decision.payload or admission.payload
+            for spec, guard, key in preempting:
+                # Had the running holder been cancelled before a later guard said
+                # wait, the newcomer would not start either; and a lock given back
+                # by that wait would have let the next newcomer run beside the old
+                # run. The newcomer waits here until the holder it cancelled ended.
+                decision = guard.check(key, holder=run_id)
                 admission.preempted = decision.preempted or admission.preempted
+                if decision.action != "proceed":
+                    return self._stop(
+                        admission, run_id, decision.action, spec, decision.delay_s, decision.reason
+                    )
+                admission.held.append((guard, key))
         except BaseException:
             self.release(admission.held, run_id)
             raise
@@ -130,14 +149,25 @@ class FlowControl:
         admission.reason = f"{spec.kind}: {why}" if why else spec.kind
         return admission
 
+    def _give_back(self, keys: KeySpace, event: Any, run_id: str, passed: Sequence[str]) -> None:
+        # A run dropped before it starts has not used its idempotency key value:
+        # keeping it would drop the next legitimate run as a duplicate.
+        for spec, guard in self.rules:
+            if spec.kind == "idempotency" and spec.slot in passed:
+                try:
+                    guard.release(self._redis_key(keys, spec, event), holder=run_id)
+                except Exception:
+                    logger.warning("could not give back the idempotency key of dropped run %s", run_id)
+
     def abandon(self, keys: KeySpace, event: Any, run_id: str) -> None:
         """Leave every slot and waiting line the run may be in; best effort.
 
         For a run that ends before its handler starts (a start timeout, an
-        error), so that it does not keep a place in line until that expires.
+        error), so that it does not keep a place in line until that expires,
+        nor an idempotency key value it never used.
         """
         for spec, guard in self.rules:
-            if spec.holds:
+            if spec.holds or spec.kind == "idempotency":
                 try:
                     guard.release(self._redis_key(keys, spec, event), holder=run_id)
                 except Exception:
@@ -151,6 +181,10 @@ class FlowControl:
                 guard.release(key, holder=run_id, run_s=run_s)
             except Exception:
                 logger.warning("could not release %s lease %s; it expires by itself", guard.kind, key)
+
+
+def _preempts(guard: Guard) -> bool:
+    return isinstance(guard, Singleton) and guard.mode == "cancel"
 
 
 @contextmanager
@@ -167,6 +201,14 @@ def keep_leases(held: Sequence[tuple[Guard, str]], run_id: str) -> Iterator[None
         tokens.append(token)
     try:
         yield
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            # Terminated (a singleton newcomer revoked this run: SystemExit from
+            # the pool's SIGTERM handler): the handler is over, so its locks go
+            # now rather than when their leases run out; the caller releases
+            # them itself after an ordinary exception.
+            FlowControl.release(held, run_id)
+        raise
     finally:
         for token in tokens:
             keeper.unregister(token)

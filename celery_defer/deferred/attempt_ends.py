@@ -83,7 +83,7 @@ class AttemptEnds(DeferTask):
         ``defer_store_wait`` has passed since it first did not; then it fails (or
         retries) as any error would.
         """
-        now = now_ms()
+        now = now_ms(self.app)
         since_ms = message.store_away_since_ms or now
         waited_s = (now - since_ms) / 1000
         budget_s = settings_for(self.app).store_wait_s
@@ -138,7 +138,7 @@ class AttemptEnds(DeferTask):
             countdown=delay_s,
             max_retries=options.retries,
             kwargs=message.to_kwargs(),
-            **remaining_time_limits(options, message),
+            **remaining_time_limits(options, message, self.app),
         ) from exc
 
     def _eager_retry(self, exc: Exception, delay_s: float, kwargs: dict[str, Any]) -> Retry:

@@ -17,7 +17,7 @@ from celery_defer.config.options import (
 from celery_defer.deferred.context import DeferContext
 from celery_defer.deferred.function import DeferredFunction, execute_message
 from celery_defer.deferred.payload import T
-from celery_defer.errors import ConfigurationError
+from celery_defer.errors import ConfigurationError, MalformedMessageError
 from celery_defer.parent.worker_signals import install
 
 Handler = Callable[[Any], Any]
@@ -96,6 +96,9 @@ def _register(app: Celery, options: FunctionOptions, handler: Handler) -> Deferr
         "__celery_defer_options__": options,
         "handler": staticmethod(handler),
         "max_retries": options.retries,
+        # Logged once by the run itself, naming the task id; Celery then says
+        # "raised expected" at INFO instead of a second ERROR with a traceback.
+        "throws": (MalformedMessageError,),
         "__doc__": handler.__doc__,
         "__module__": getattr(handler, "__module__", __name__),
     }

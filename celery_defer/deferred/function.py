@@ -119,12 +119,12 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         try:
             payload = validate_payload(options.schema, message.data)
             if store is None or not options.flow:
-                check_timeouts(options, message)
+                check_timeouts(options, message, self.app)
                 return message, payload, Admission("proceed", passed=list(message.passed))
             flow = self._flow(store)
             event = DeferEvent(message.event_name, payload, message.event_id, message.event_ts)
             try:
-                check_timeouts(options, message)
+                check_timeouts(options, message, self.app)
             except DeferredRunTimeoutError:
                 flow.abandon(store.keys, event, run_id)
                 raise
@@ -152,10 +152,9 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
     def _run(self, message: DeferMessage, payload: Any, admission: Admission, claim: HeldClaim | None) -> Any:
         options = self.__celery_defer_options__
         run_id: str = self.request.id
-        if admission.preempted:
-            logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
-            self.app.control.revoke(admission.preempted, terminate=True)
-        message = message.replace(started_ms=message.started_ms or now_ms(), passed=tuple(admission.passed))
+        message = message.replace(
+            started_ms=message.started_ms or now_ms(self.app), passed=tuple(admission.passed)
+        )
         context = DeferContext(
             event=DeferEvent(message.event_name, payload, message.event_id, message.event_ts),
             run_id=run_id,
@@ -185,6 +184,9 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             store.stats.count(f"dropped:{options.id}:{admission.kind}")
             self._finish_once_recorded(claim, "dropped")
             return {"dropped": admission.reason}
+        if admission.preempted:
+            logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
+            self.app.control.revoke(admission.preempted, terminate=True)
         # Kept for this very attempt: a stray copy of an earlier one stays out.
         ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
         waiting = message.replace(passed=tuple(admission.passed))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,13 +102,15 @@ def build_message(record: DeferRecord, *, enqueued_ms: int) -> dict[str, Any]:
     }
 
 
-def parse_message(kwargs: Mapping[str, Any]) -> DeferMessage:
+def parse_message(kwargs: Mapping[str, Any], args: Sequence[Any] = ()) -> DeferMessage:
     """Check a deferred run's keyword arguments and return them typed.
 
     Raises:
         MalformedMessageError: a field is missing or of the wrong type, or the
-            message has arguments ``defer()`` never sends.
+            message has arguments ``defer()`` never sends (positional ones among them).
     """
+    if args:
+        raise MalformedMessageError(f"{len(args)} positional arguments; defer() sends keyword arguments only")
     unknown = set(kwargs) - {"event", "parent", "enqueued_ms", "started_ms", "passed", "store_away_since_ms"}
     if unknown:
         raise MalformedMessageError(f"unexpected arguments {sorted(unknown)}")

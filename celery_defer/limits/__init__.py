@@ -49,7 +49,10 @@ Per guard:
 - ``Singleton(backend, mode="skip" | "cancel", lease_s=60)``: ``proceed`` holds
   the lock (keep it alive with the keeper as above, release after the run); in
   mode ``skip`` a run that finds it held is dropped; in mode ``cancel`` the
-  newcomer proceeds and ``decision.preempted`` names the run id to revoke.
+  newcomer gets ``wait`` with ``decision.preempted`` naming the run id to revoke
+  (once per holder), and proceeds once that run released the lock or its lease
+  ran out: two holders never run at once. Check it last, so that nothing is
+  cancelled for a newcomer that then waits on another guard.
 - ``Debounce(backend, period_s=5, timeout_s=60)``: at defer time call
   ``delay_s = guard.push(key, event_id=run_id, payload=json_text)`` and schedule
   the run with that countdown; when it runs, ``check(key, holder=run_id)``

@@ -45,11 +45,15 @@ class SingletonResult:
     Attributes:
         acquired: the caller holds the lock now.
         previous_holder: the other live holder found: the one displaced in mode
-            ``cancel``, the one that kept the lock in mode ``skip``.
+            ``cancel``, the one that kept the lock in mode ``skip``, the one to
+            stop first for :meth:`LimitBackend.singleton_preempt`.
+        newly_asked: for :meth:`LimitBackend.singleton_preempt`, the first time
+            that holder is found: the caller asks it to stop (once).
     """
 
     acquired: bool
     previous_holder: str | None
+    newly_asked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +109,21 @@ class LimitBackend(abc.ABC):
         """Claim ``key`` for ``ttl_ms`` if nobody has; the same ``holder`` may claim again."""
 
     @abc.abstractmethod
+    def claim_release(self, key: str, holder: str) -> None:
+        """Give back ``holder``'s claim of ``key`` (its run was dropped before it started)."""
+
+    @abc.abstractmethod
     def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         """Take the lock if free (``skip``) or in any case (``cancel``)."""
+
+    @abc.abstractmethod
+    def singleton_preempt(self, key: str, holder: str, lease_ms: int) -> SingletonResult:
+        """Take the lock if free; else name its live holder, which the caller must stop first.
+
+        Unlike ``singleton_acquire`` in mode ``cancel``, the lock is never taken
+        from a live holder: it is free only once that run ended (released) or
+        died (its lease ran out), so two holders never run at once.
+        """
 
     @abc.abstractmethod
     def singleton_renew(self, key: str, holder: str, lease_ms: int) -> bool:

@@ -35,8 +35,8 @@ class Decision:
         delay_s: seconds to wait, for ``wait``.
         reason: why the run waits or is dropped, for logs and counters.
         payload: for ``Debounce``, the latest event's payload to run with.
-        preempted: for ``Singleton`` in mode ``cancel``, the holder (run id)
-            the caller must cancel.
+        preempted: for ``Singleton`` in mode ``cancel``, with ``wait``: the
+            holder (run id) the caller must cancel; named once per holder.
     """
 
     action: Action
@@ -51,9 +51,9 @@ class Decision:
         return cls("proceed", payload=payload, preempted=preempted)
 
     @classmethod
-    def wait(cls, delay_s: float, reason: str) -> Decision:
-        """Check again after ``delay_s`` seconds."""
-        return cls("wait", delay_s=delay_s, reason=reason)
+    def wait(cls, delay_s: float, reason: str, *, preempted: str | None = None) -> Decision:
+        """Check again after ``delay_s`` seconds (having asked ``preempted`` to stop, if set)."""
+        return cls("wait", delay_s=delay_s, reason=reason, preempted=preempted)
 
     @classmethod
     def drop(cls, reason: str) -> Decision:

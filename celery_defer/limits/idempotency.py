@@ -13,7 +13,9 @@ class Idempotency(Guard):
     """The first run to claim a key value proceeds; later runs are dropped.
 
     The claim remembers its holder, so the same run checking again (a retry, a
-    redelivered message) still proceeds.
+    redelivered message) still proceeds. A run that a later guard drops before
+    it starts gives the key value back (:meth:`release`), so it does not make the
+    next run with that value a duplicate.
 
     Args:
         backend: where claims live.
@@ -32,3 +34,7 @@ class Idempotency(Guard):
         if self.backend.claim_once(key, to_ms(self.ttl_s), holder=holder or None):
             return Decision.proceed()
         return Decision.drop("idempotency key already used")
+
+    def release(self, key: str, *, holder: str, run_s: float | None = None) -> None:
+        """Give the key value back: ``holder``'s run was dropped or abandoned before it started."""
+        self.backend.claim_release(key, holder)

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from celery_defer.keys import cancel_key
 from celery_defer.limits.backend import (
     EWMA_ALPHA,
     DebounceResult,
@@ -147,6 +148,11 @@ class MemoryLimitBackend(LimitBackend):
                 return True
             return bool(holder) and current == holder
 
+    def claim_release(self, key: str, holder: str) -> None:
+        with self._lock:
+            if holder and self._get(key, self._clock_ms()) == holder:
+                del self._values[key]
+
     def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         with self._lock:
             now = self._clock_ms()
@@ -157,6 +163,19 @@ class MemoryLimitBackend(LimitBackend):
                 return SingletonResult(acquired=False, previous_holder=other)
             self._values[key] = (holder, now + lease_ms)
             return SingletonResult(acquired=True, previous_holder=other)
+
+    def singleton_preempt(self, key: str, holder: str, lease_ms: int) -> SingletonResult:
+        with self._lock:
+            now = self._clock_ms()
+            other = self._get(key, now)
+            if other is None or other == holder:
+                self._values[key] = (holder, now + lease_ms)
+                return SingletonResult(acquired=True, previous_holder=None)
+            marker = cancel_key(key)
+            if self._get(marker, now) == other:
+                return SingletonResult(acquired=False, previous_holder=other)
+            self._values[marker] = (other, now + lease_ms)
+            return SingletonResult(acquired=False, previous_holder=other, newly_asked=True)
 
     def singleton_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         with self._lock:

@@ -12,7 +12,7 @@ from typing import cast
 
 import redis
 
-from celery_defer.keys import avg_key, seen_key, waiters_key
+from celery_defer.keys import avg_key, cancel_key, seen_key, waiters_key
 from celery_defer.limits.backend import (
     AVG_TTL_MS,
     DEBOUNCE_GRACE_MS,
@@ -33,7 +33,9 @@ _SCRIPTS = (
     "throttle_take",
     "rate_hit",
     "idempotency_claim",
+    "idempotency_release",
     "singleton_acquire",
+    "singleton_preempt",
     "singleton_renew",
     "singleton_release",
     "debounce_push",
@@ -93,10 +95,21 @@ class RedisLimitBackend(LimitBackend):
         args = (holder or "", ttl_ms)
         return bool(self._call("idempotency_claim", (key,), args, doing="claiming an idempotency key"))
 
+    def claim_release(self, key: str, holder: str) -> None:
+        self._call("idempotency_release", (key,), (holder,), doing="giving back an idempotency key")
+
     def singleton_acquire(self, key: str, holder: str, lease_ms: int, mode: SingletonMode) -> SingletonResult:
         args = (holder, lease_ms, mode)
         acquired, other = self._call("singleton_acquire", (key,), args, doing="taking a singleton lock")
         return SingletonResult(acquired=bool(acquired), previous_holder=other or None)
+
+    def singleton_preempt(self, key: str, holder: str, lease_ms: int) -> SingletonResult:
+        args = (holder, lease_ms)
+        keys = (key, cancel_key(key))
+        acquired, other, asked = self._call("singleton_preempt", keys, args, doing="taking a singleton lock")
+        return SingletonResult(
+            acquired=bool(acquired), previous_holder=other or None, newly_asked=bool(asked)
+        )
 
     def singleton_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         args = (holder, lease_ms)

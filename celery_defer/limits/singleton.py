@@ -5,15 +5,19 @@ from __future__ import annotations
 from celery_defer.limits.backend import LimitBackend, SingletonMode
 from celery_defer.limits.base import Decision, Guard, require_positive, to_ms
 
+#: How often a newcomer in mode ``cancel`` checks whether the run it cancelled is gone.
+CANCEL_POLL_S = 0.5
+
 
 class Singleton(Guard):
     """A lock per key value, held by the running run and kept alive by its lease.
 
     Args:
         backend: where the locks live.
-        mode: ``skip`` drops a run that finds the lock held; ``cancel`` takes the
-            lock and names the previous holder in ``Decision.preempted`` so the
-            caller can cancel (revoke) it.
+        mode: ``skip`` drops a run that finds the lock held; ``cancel`` makes it
+            ``wait`` and names the holder in ``Decision.preempted`` (once) so the
+            caller can cancel (revoke) it; the newcomer takes the lock once the
+            holder released it or died, so two runs never hold it at once.
         lease_s: a lock not renewed for this long is freed (a killed worker's lock).
     """
 
@@ -29,7 +33,17 @@ class Singleton(Guard):
         self.lease_s = float(lease_s)
 
     def check(self, key: str, *, holder: str) -> Decision:
-        """``proceed`` (maybe with ``preempted``) or, in mode ``skip``, ``drop``."""
+        """``proceed``, or with the lock held: ``drop`` (``skip``) or ``wait`` (``cancel``)."""
+        if self.mode == "cancel":
+            taken = self.backend.singleton_preempt(key, holder, to_ms(self.lease_s))
+            if taken.acquired:
+                return Decision.proceed()
+            other = taken.previous_holder
+            return Decision.wait(
+                CANCEL_POLL_S,
+                f"singleton running as {other}, cancelled; waiting for it to end",
+                preempted=other if taken.newly_asked else None,
+            )
         result = self.backend.singleton_acquire(key, holder, to_ms(self.lease_s), self.mode)
         if result.acquired:
             return Decision.proceed(preempted=result.previous_holder)

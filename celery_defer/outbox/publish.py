@@ -6,7 +6,6 @@ The message format is ``celery_defer.deferred.message``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from celery import Celery
 
 from celery_defer.deferred.message import build_message
 from celery_defer.outbox.record import DeferRecord
+from celery_defer.store import clock_for
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def publish(app: Celery, records: Sequence[DeferRecord]) -> None:
     """
     if not records:
         return
-    enqueued_ms = time.time_ns() // 1_000_000
+    enqueued_ms = clock_for(app).now_ms()
     with app.producer_or_acquire() as producer:
         for record in records:
             options: dict[str, Any] = {}
@@ -56,7 +56,7 @@ def run_eagerly(app: Celery, records: Sequence[DeferRecord]) -> None:
 
     A deferred run's failure is its own: it is logged and never reaches the parent.
     """
-    enqueued_ms = time.time_ns() // 1_000_000
+    enqueued_ms = clock_for(app).now_ms()
     for record in records:
         task = app.tasks.get(record.task_name)
         if task is None:

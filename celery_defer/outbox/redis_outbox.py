@@ -16,6 +16,7 @@ import redis
 
 from celery_defer import keys
 from celery_defer.outbox.record import DeferRecord, decode_outbox
+from celery_defer.redis_clock import RedisClock
 from celery_defer.redis_io import Scripts, reaching
 from celery_defer.settings import Settings
 
@@ -32,10 +33,17 @@ class RedisOutbox:
     Every method raises :class:`~celery_defer.StoreUnavailableError` when Redis fails.
     """
 
-    def __init__(self, client: redis.Redis, settings: Settings, keyspace: keys.KeySpace) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        keyspace: keys.KeySpace,
+        clock: RedisClock | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.keys = keyspace
+        self.clock = clock or RedisClock(client)
         self._script = Scripts(client, "outbox", _SCRIPTS)
         self._take_due = Scripts(client, "indexes", ("take_due",))
 
@@ -86,8 +94,11 @@ class RedisOutbox:
         """
         hold_ms = int((max(next_attempt_in_s, 0.0) + self.settings.lease_s) * 1000)
         argv: list[Any] = [run_id, keys.OUTBOX_TTL_S, "1" if final else "0", DISPATCH_GRACE_MS, hold_ms]
+        # defer() stamps its records with the local clock (no I/O at the call);
+        # they are kept in Redis time, which every host that compares them shares.
+        offset_ns = self.clock.offset_ns() if records else 0
         for record in records:
-            argv += (record.defer_id, record.encode())
+            argv += (record.defer_id, record._replace(ts_ns=record.ts_ns + offset_ns).encode())
         values = self._script(
             "record",
             [self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],

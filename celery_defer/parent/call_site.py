@@ -6,19 +6,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from celery_defer.config.options import FunctionOptions
-from celery_defer.config.schemas import encode_plain
 from celery_defer.deferred.context import DeferEvent
 from celery_defer.deferred.message import event_name
-from celery_defer.errors import AsyncSchemaError, CallSkipped, SchemaRejected
+from celery_defer.errors import CallSkipped
 from celery_defer.outbox.record import DeferRecord, deferred_run_id
 from celery_defer.parent.capture import RunCapture, current_capture
 from celery_defer.parent.sink import active_sink
+from celery_defer.parent.snapshot import snapshot
 
 if TYPE_CHECKING:
     from celery_defer.deferred.payload import AcceptsData, P
@@ -27,6 +24,10 @@ logger = logging.getLogger("celery_defer")
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _KEYWORDS = frozenset({"function", "data"})
+
+#: The longest defer id accepted, in characters. Ids travel in every message, log
+#: line and outbox entry of their run; an id is a name, not a payload.
+MAX_ID_LENGTH = 256
 
 
 def defer_call(*args: Any, **kwargs: Any) -> None:
@@ -126,6 +127,13 @@ def _build_record(capture: RunCapture, defer_id: object, function: Any, data: ob
         raise CallSkipped("the id is empty")
     if _CONTROL_CHARS.search(defer_id):
         raise CallSkipped("the id contains control characters")
+    if len(defer_id) > MAX_ID_LENGTH:
+        raise CallSkipped(f"the id is {len(defer_id)} characters long, over {MAX_ID_LENGTH} (MAX_ID_LENGTH)")
+    if not defer_id.isascii():
+        try:
+            defer_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CallSkipped("the id cannot be encoded as UTF-8 (it holds a lone surrogate)") from None
     options: FunctionOptions | None = getattr(function, "__celery_defer_options__", None)
     if options is None:
         if function is None:
@@ -144,7 +152,7 @@ def _build_record(capture: RunCapture, defer_id: object, function: Any, data: ob
     settings = capture.settings
     if capture.total >= settings.max_per_run:
         raise CallSkipped(f"the run already made {capture.total} defers, the limit (defer_max_per_run)")
-    data_json = _encode_data(options, data)
+    data_json = snapshot(options, data)
     size = len(data_json) if data_json.isascii() else len(data_json.encode("utf-8"))
     if size > settings.max_payload_bytes:
         raise CallSkipped(
@@ -162,30 +170,6 @@ def _build_record(capture: RunCapture, defer_id: object, function: Any, data: ob
         queue=options.queue,
         priority=_priority(options, capture, defer_id, data_json, ts_ns // 1_000_000),
     )
-
-
-def _encode_data(options: FunctionOptions, data: object) -> str:
-    if data is None:
-        data = {}
-    if not isinstance(data, (Mapping, BaseModel)):
-        raise CallSkipped(
-            f"data must be a JSON object (a dict or a pydantic model), got {type(data).__name__}"
-        )
-    if options.schema is not None:
-        try:
-            return options.schema.to_json(data)
-        except AsyncSchemaError as exc:
-            raise CallSkipped(f"the schema of {options.id!r} cannot validate synchronously: {exc}") from exc
-        except SchemaRejected as exc:
-            raise CallSkipped(f"data failed the schema of {options.id!r}: {exc}") from exc
-        except (TypeError, ValueError) as exc:
-            raise CallSkipped(f"data is not JSON-serialisable: {exc}") from exc
-    if isinstance(data, BaseModel):
-        return data.model_dump_json()
-    try:
-        return encode_plain(data)
-    except (TypeError, ValueError) as exc:
-        raise CallSkipped(f"data is not JSON-serialisable: {exc}") from exc
 
 
 def _priority(

@@ -1,8 +1,9 @@
-"""Fault tests: real workers, a private Redis, and faults made on purpose.
+"""Fault tests: real ``celery worker`` processes on a private Redis, faults made on purpose.
 
-They reuse the integration fixtures (workers, the worker app, what it saw), and
-add a second Redis for celery_defer's state, apart from the broker's, so a test
-can take the state store away and bring it back while the broker stays.
+The worker fixtures are the integration layer's, imported here so both layers
+start workers the same way. ``state_server`` adds a second Redis for
+celery_defer's state, apart from the broker's, so a test can take the state
+store away and bring it back while the broker stays.
 """
 
 from __future__ import annotations

@@ -41,7 +41,14 @@ class Worker:
     """One ``celery -A tests.integration.workerapp worker`` process group."""
 
     def __init__(
-        self, redis_url: str, *, acks_late: bool, queues: str, concurrency: int, state_url: str | None = None
+        self,
+        redis_url: str,
+        *,
+        acks_late: bool,
+        queues: str,
+        concurrency: int,
+        state_url: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="cdt-worker-", suffix=".log")[1])
         env = {
@@ -50,6 +57,7 @@ class Worker:
             "CDT_ACKS_LATE": "1" if acks_late else "0",
             "CDT_STATE_URL": state_url or "",
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         }
         argv = [
             sys.executable,
@@ -116,11 +124,9 @@ def start_worker(redis_url: str, app_module: ModuleType) -> Iterator[Callable[..
     workers: list[Worker] = []
 
     def start(
-        *, acks_late: bool = False, queues: str = "celery", concurrency: int = 2, state_url: str | None = None
+        *, acks_late: bool = False, queues: str = "celery", concurrency: int = 2, **options: Any
     ) -> Worker:
-        worker = Worker(
-            redis_url, acks_late=acks_late, queues=queues, concurrency=concurrency, state_url=state_url
-        )
+        worker = Worker(redis_url, acks_late=acks_late, queues=queues, concurrency=concurrency, **options)
         workers.append(worker)
         return worker
 

@@ -132,3 +132,51 @@ def test_singleton_cancel_cancels_the_running_one(start_worker, app_module, seen
     assert [run["data"].get("second") for run in ended] == [True]
     time.sleep(1)
     assert len(of(seen("end"), "single-cancel")) == 1  # the first never finished
+
+
+@pytest.mark.slow
+def test_singleton_cancel_behind_a_wait_still_cancels_and_never_runs_two_at_once(
+    start_worker, app_module, seen
+):
+    start_worker(concurrency=2)
+    fn = "single-cancel-throttled"
+    app_module.fan_out.delay(fn, [{"k": "c", "sleep": 9, "first": True}])
+    first = wait_for(lambda: of(seen("start"), fn))[0]
+    # The newcomer waits ~3 s on the throttle before it may start.
+    app_module.fan_out.delay(fn, [{"k": "c", "second": True}])
+    ended = wait_for(lambda: of(seen("end"), fn), timeout_s=20)
+    assert [run["data"].get("second") for run in ended] == [True]
+    second = next(run for run in of(seen("start"), fn) if run["data"].get("second"))
+    assert second["t"] - first["t"] >= 2.5  # it did wait on the throttle
+    assert second["n"] == 1  # the first had ended (its finally ran) before the second began
+    # Had the wait freed the lock, the first would have run on to its end.
+    wait_for(lambda: time.time() > first["t"] + 11, timeout_s=15)
+    assert [run["data"].get("second") for run in of(seen("end"), fn)] == [True]
+
+
+def test_a_run_dropped_by_the_rate_limit_does_not_use_up_its_idempotency_key(start_worker, app_module, seen):
+    start_worker()
+    store = store_for(app_module.app)
+    fn = "idem-rated"
+    app_module.fan_out.delay(fn, [{"k": "a"}])
+    wait_for(lambda: of(seen("end"), fn))
+    app_module.fan_out.delay(fn, [{"k": "b"}])  # over the rate limit: dropped
+    wait_for(lambda: store.stats.counters().get(f"dropped:{fn}:rate_limit") == 1)
+    time.sleep(2.2)  # the rate window passes
+    app_module.fan_out.delay(fn, [{"k": "b"}])
+    wait_for(lambda: [run["data"]["k"] for run in of(seen("end"), fn)] == ["a", "b"])
+    assert f"dropped:{fn}:idempotency" not in store.stats.counters()
+
+
+def test_singleton_cancel_starts_the_newcomer_only_once_the_cancelled_run_ended(
+    start_worker, app_module, seen
+):
+    start_worker(concurrency=2)
+    first = {"k": "c", "sleep": 30, "cleanup": 1, "first": True}  # its cleanup takes 1 s
+    app_module.fan_out.delay("single-cancel", [first])
+    wait_for(lambda: of(seen("start"), "single-cancel"))
+    app_module.fan_out.delay("single-cancel", [{"k": "c", "second": True}])
+    ended = wait_for(lambda: of(seen("end"), "single-cancel"), timeout_s=20)
+    assert [run["data"].get("second") for run in ended] == [True]
+    second = next(run for run in of(seen("start"), "single-cancel") if run["data"].get("second"))
+    assert second["n"] == 1  # the cancelled run, cleanup included, had ended: never two at once

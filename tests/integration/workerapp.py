@@ -2,7 +2,9 @@
 
 Configured from the environment so the test process and its workers agree:
 ``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late), ``CDT_STATE_URL``
-(celery_defer's own Redis, when a test runs it apart from the broker's).
+(celery_defer's own Redis, when a test runs it apart from the broker's), and
+``CDT_CLOCK_SKEW_S`` (seconds this worker's wall clock is off, to play a host
+whose clock disagrees: ``time.time_ns``, which only celery_defer reads, is shifted).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import redis
 from celery import Celery, current_task
+from celery.signals import task_failure, task_retry, task_success
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -22,6 +25,11 @@ from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_d
 
 REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
 ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
+CLOCK_SKEW_NS = int(float(os.environ.get("CDT_CLOCK_SKEW_S", "0")) * 1e9)
+
+if CLOCK_SKEW_NS:
+    _true_time_ns = time.time_ns
+    time.time_ns = lambda: _true_time_ns() + CLOCK_SKEW_NS
 
 app = Celery("workerapp", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1", task_cls=DeferTask)
 app.conf.update(
@@ -58,6 +66,29 @@ _state = redis.Redis.from_url(
 def seen(kind: str, **fields: Any) -> None:
     """Record what happened, for the test process to read (list ``seen``)."""
     _state.rpush("seen", json.dumps({"kind": kind, "t": time.time(), **fields}))
+
+
+def _deferred(sender: Any) -> bool:
+    return str(getattr(sender, "name", "")).startswith("celery_defer.fn.")
+
+
+@task_success.connect
+def _count_success(sender: Any = None, **_: Any) -> None:
+    """Every completion of a deferred run (a duplicate that is acknowledged is not one)."""
+    if _deferred(sender):
+        seen("done", run_id=sender.request.id, fn=sender.name)
+
+
+@task_failure.connect
+def _count_failure(sender: Any = None, task_id: str = "", exception: Any = None, **_: Any) -> None:
+    if _deferred(sender):
+        seen("failed", run_id=task_id, fn=sender.name, error=type(exception).__name__)
+
+
+@task_retry.connect
+def _count_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
+    if _deferred(sender):
+        seen("retry", run_id=request.id, fn=sender.name)
 
 
 def record_run(ctx: Any) -> None:
@@ -116,6 +147,14 @@ def record_start(ctx: Any) -> None:
 started = create_defer(app, {"id": "started", "retries": 2}, record_start)
 
 
+def nested(depth: int) -> dict[str, Any]:
+    """A JSON object ``depth`` levels deep: built in the worker, so no message carries it there."""
+    data: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        data = {"n": data}
+    return data
+
+
 @app.task(bind=True)
 def parent(self: DeferTask, plan: dict[str, Any]) -> str:
     """Defers what ``plan`` says, per attempt, then succeeds, retries or fails."""
@@ -136,6 +175,8 @@ def parent(self: DeferTask, plan: dict[str, Any]) -> str:
         defer("slowpoke", function=slowpoke, data={"sleep": 3})
     if plan.get("nest"):
         defer("nest", function=nester, data={})
+    if plan.get("deep"):
+        defer("deep", function=recorder, data=nested(plan["deep"]))
     seen("parent", run_id=self.request.id, attempt=attempt)
     if attempt < plan.get("retries", 0):
         raise self.retry(countdown=plan.get("retry_countdown", 0.05), max_retries=5)
@@ -249,6 +290,7 @@ def flow_run(ctx: Any) -> None:
     try:
         time.sleep(data.get("sleep", 0))
     finally:
+        time.sleep(data.get("cleanup", 0))  # a handler's own cleanup, run even when cancelled
         _state.decr(group)
         _state.decr(f"active:{function}")
     seen("end", fn=function, run_id=ctx.run_id, data=data)
@@ -268,6 +310,13 @@ FLOW = {
     "idem": {"idempotency": "event.data.k"},
     "single-skip": {"singleton": {"key": "event.data.k", "mode": "skip"}},
     "single-cancel": {"singleton": {"key": lambda event: event.data["k"], "mode": "cancel"}},
+    # A rate limit after the idempotency claim: its drops must give the key back.
+    "idem-rated": {"idempotency": "event.data.k", "rate_limit": {"limit": 1, "period": "2s"}},
+    # Cancel combined with a guard that makes the newcomer wait first.
+    "single-cancel-throttled": {
+        "singleton": {"key": "event.data.k", "mode": "cancel"},
+        "throttle": {"limit": 1, "period": "3s"},
+    },
 }
 flow_functions = {
     fn_id: create_defer(app, {"id": fn_id, "retries": 0, **config}, flow_run)  # type: ignore[typeddict-item]

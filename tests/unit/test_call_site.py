@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from celery_defer import create_defer, defer
+from celery_defer.parent.call_site import MAX_ID_LENGTH
+from celery_defer.parent.snapshot import MAX_DATA_DEPTH
 
 
 class Email(BaseModel):
@@ -220,3 +222,93 @@ def test_without_a_schema_data_is_a_plain_dict_and_models_are_dumped(app, make_f
     run_parent(app, lambda: defer("m", function=fn, data=Email(to="x", body="y")))
     assert recorder.calls[0].event.data == {"to": "x", "body": "y"}
     assert type(recorder.calls[0].event.data) is dict
+
+
+def nested(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        data = {"n": data}
+    return data
+
+
+@pytest.mark.parametrize(
+    ("defer_id", "reason"),
+    [
+        ("x" * (MAX_ID_LENGTH + 1), f"over {MAX_ID_LENGTH} (MAX_ID_LENGTH)"),
+        ("bad-\udc80", "cannot be encoded as UTF-8"),
+        ("\ud83d", "cannot be encoded as UTF-8"),
+    ],
+)
+def test_ids_too_long_or_not_utf8_are_skipped_and_siblings_run(
+    app, make_fn, recorder, caplog, defer_id, reason
+):
+    fn = make_fn()
+
+    def body() -> None:
+        defer("before", function=fn, data={"n": 1})
+        defer(defer_id, function=fn, data={"n": 2})
+        defer("after", function=fn, data={"n": 3})
+
+    run_parent(app, body)
+    assert len(skipped(caplog)) == 1
+    assert reason in skipped(caplog)[0]
+    assert recorder.ids == ["before", "after"]
+
+
+def test_ids_at_the_limits_are_accepted(app, make_fn, recorder, caplog):
+    fn = make_fn()
+    long_id, non_ascii = "x" * MAX_ID_LENGTH, "café-😀"
+    run_parent(app, lambda: [defer(i, function=fn, data={}) for i in (long_id, non_ascii)] and None)
+    assert skipped(caplog) == []
+    assert recorder.ids == [long_id, non_ascii]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (nested(MAX_DATA_DEPTH + 1), f"nested deeper than {MAX_DATA_DEPTH} levels"),
+        ({"list": [[[[{"deep": nested(MAX_DATA_DEPTH)}]]]]}, "nested deeper than"),
+        (nested(5000), "nested deeper than"),
+        ({1: "a"}, "key that is not a str (1)"),
+        ({"outer": [{"inner": {2.5: "b"}}]}, "key that is not a str (2.5)"),
+        ({None: 1}, "key that is not a str (None)"),
+        ({True: 1}, "key that is not a str (True)"),
+        ({("t",): 1}, "not JSON-serialisable"),
+        ({"s": "a\udc80b"}, "surrogate"),
+        ({"list": ["ok", "\ud83d"]}, "surrogate"),
+        ({"\udc80": 1}, "surrogate"),
+        ({"pair": "\ud83d\ude00", "emoji": "😀"}, "surrogate"),
+    ],
+)
+def test_data_that_would_poison_a_worker_or_change_on_the_way_is_skipped(
+    app, make_fn, recorder, caplog, data, reason
+):
+    fn = make_fn()
+
+    def body() -> None:
+        defer("bad", function=fn, data=data)
+        defer("sibling", function=fn, data={"n": 1})
+
+    run_parent(app, body)
+    assert len(skipped(caplog)) == 1
+    assert reason in skipped(caplog)[0]
+    assert recorder.ids == ["sibling"]
+
+
+def test_data_within_the_limits_arrives_exactly_as_passed(app, make_fn, recorder, caplog):
+    fn = make_fn()
+    cases = [
+        nested(MAX_DATA_DEPTH),
+        {"emoji": "😀", "escaped": "\\udc80", "keys": {"1": "str key"}},
+        {"n": 2**200, "f": -0.0, "empty": {}, "list": []},
+    ]
+    run_parent(app, lambda: [defer(f"d{i}", function=fn, data=d) for i, d in enumerate(cases)] and None)
+    assert skipped(caplog) == []
+    assert [ctx.event.data for ctx in recorder.calls] == cases
+
+
+def test_validated_data_nested_too_deep_is_skipped(app, make_fn, recorder, caplog):
+    fn = make_fn(schema=lambda data: data)
+    run_parent(app, lambda: defer("deep", function=fn, data=nested(MAX_DATA_DEPTH + 1)))
+    assert f"nested deeper than {MAX_DATA_DEPTH} levels" in skipped(caplog)[0]
+    assert recorder.calls == []

@@ -81,3 +81,59 @@ def test_drops_say_which_guard_and_why():
     dropped = once.admit(KEYS, event(order=1), "r2", [], {})
     assert (dropped.action, dropped.kind) == ("drop", "idempotency")
     assert dropped.reason.startswith("idempotency")
+
+
+def test_a_run_dropped_by_a_later_guard_gives_its_idempotency_key_back():
+    backend = MemoryLimitBackend()
+    guarded = flow({"idempotency": "event.data.order", "rate_limit": {"limit": 1, "period": "1h"}}, backend)
+    assert guarded.admit(KEYS, event(order=1), "r1", [], {}).action == "proceed"
+    dropped = guarded.admit(KEYS, event(order=2), "r2", [], {})
+    assert (dropped.action, dropped.kind) == ("drop", "rate_limit")
+    # order 2 never ran: a later legitimate run of it is not a duplicate.
+    only_idempotency = flow({"idempotency": "event.data.order"}, backend)
+    assert only_idempotency.admit(KEYS, event(order=2), "r3", [], {}).action == "proceed"
+    assert only_idempotency.admit(KEYS, event(order=1), "r4", [], {}).action == "drop"
+
+
+def test_a_run_abandoned_before_it_starts_gives_its_idempotency_key_back():
+    backend = MemoryLimitBackend()
+    guarded = flow({"idempotency": "event.data.order", "concurrency": 1}, backend)
+    assert guarded.admit(KEYS, event(order=1), "r1", [], {}).action == "proceed"
+    waiting = guarded.admit(KEYS, event(order=2), "r2", [], {})
+    assert waiting.action == "wait"
+    guarded.abandon(KEYS, event(order=2), "r2")  # e.g. its timeouts.start ran out
+    later = guarded.admit(KEYS, event(order=2), "r3", [], {})
+    assert (later.action, later.kind) == ("wait", "concurrency")  # not dropped as a duplicate
+
+
+def test_singleton_cancel_cancels_only_once_every_other_guard_proceeds_and_never_shares_the_lock():
+    backend = MemoryLimitBackend()
+    guarded = flow(
+        {
+            "singleton": {"key": "event.data.k", "mode": "cancel"},
+            "concurrency": {"limit": 1, "key": "event.data.slot"},
+        },
+        backend,
+    )
+    old = guarded.admit(KEYS, event(k=1, slot="a"), "old", [], {})
+    assert (old.action, old.preempted) == ("proceed", None)
+    other = guarded.admit(KEYS, event(k=2, slot="b"), "other", [], {})
+    assert other.action == "proceed"
+    # The newcomer waits for slot b: it must neither cancel "old" nor free its lock.
+    waiting = guarded.admit(KEYS, event(k=1, slot="b"), "new", [], {})
+    assert (waiting.action, waiting.kind, waiting.preempted) == ("wait", "concurrency", None)
+    lock = next(key for guard, key in old.held if guard.kind == "singleton")
+    assert backend.singleton_renew(lock, "old", 60_000)  # "old" still holds its lock
+    guarded.release(other.held, "other", 0.1)
+    # Every other guard proceeds now: "old" is named to cancel, once, and the
+    # newcomer waits for it to end, holding nothing.
+    cancelling = guarded.admit(KEYS, event(k=1, slot="b"), "new", waiting.passed, {})
+    assert (cancelling.action, cancelling.kind, cancelling.preempted) == ("wait", "singleton", "old")
+    assert cancelling.held == []
+    still = guarded.admit(KEYS, event(k=1, slot="b"), "new", cancelling.passed, {})
+    assert (still.action, still.preempted) == ("wait", None)
+    assert backend.singleton_renew(lock, "old", 60_000)  # the lock is never shared
+    guarded.release(old.held, "old", 0.1)  # the cancelled run ends
+    started = guarded.admit(KEYS, event(k=1, slot="b"), "new", still.passed, {})
+    assert (started.action, started.preempted) == ("proceed", None)
+    assert not backend.singleton_renew(lock, "old", 60_000)

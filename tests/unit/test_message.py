@@ -55,3 +55,8 @@ def test_a_malformed_message_is_refused_naming_the_field(change, named):
     ) as caught:
         parse_message(kwargs)
     assert isinstance(caught.value, NonRetriableError)  # fails the run without a retry
+
+
+def test_positional_arguments_are_refused():
+    with pytest.raises(MalformedMessageError, match="2 positional arguments"):
+        parse_message(message(), (1, 2))

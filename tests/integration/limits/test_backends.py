@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from celery_defer.limits import LimitBackend
+from celery_defer.limits import LimitBackend, SingletonResult
 
 pytestmark = pytest.mark.integration
 
@@ -213,6 +213,14 @@ def test_claim_once_lets_the_same_holder_through(backend: LimitBackend) -> None:
     assert not backend.claim_once(KEY, 5000)
 
 
+def test_claim_release_gives_the_key_back_only_for_its_holder(backend: LimitBackend) -> None:
+    assert backend.claim_once(KEY, 5000, holder="run-1")
+    backend.claim_release(KEY, "run-2")  # not the holder: nothing happens
+    assert not backend.claim_once(KEY, 5000, holder="run-2")
+    backend.claim_release(KEY, "run-1")
+    assert backend.claim_once(KEY, 5000, holder="run-2")
+
+
 # -- singleton -----------------------------------------------------------------------
 
 
@@ -237,6 +245,17 @@ def test_singleton_cancel(backend: LimitBackend) -> None:
     assert not backend.singleton_renew(KEY, "a", 5000)
     backend.singleton_release(KEY, "a")  # the cancelled run ends: b keeps the lock
     assert backend.singleton_acquire(KEY, "c", 5000, "skip").previous_holder == "b"
+
+
+def test_singleton_preempt_never_shares_the_lock(backend: LimitBackend) -> None:
+    assert backend.singleton_preempt(KEY, "a", 5000) == SingletonResult(True, None)
+    assert backend.singleton_preempt(KEY, "a", 5000).acquired  # its own lock, again
+    assert backend.singleton_preempt(KEY, "b", 5000) == SingletonResult(False, "a", newly_asked=True)
+    assert backend.singleton_preempt(KEY, "c", 5000) == SingletonResult(False, "a")  # asked once
+    assert backend.singleton_renew(KEY, "a", 5000)  # "a" keeps it while it runs
+    backend.singleton_release(KEY, "a")
+    assert backend.singleton_preempt(KEY, "b", 5000) == SingletonResult(True, None)
+    assert backend.singleton_preempt(KEY, "c", 5000) == SingletonResult(False, "b", newly_asked=True)
 
 
 def test_singleton_renew_keeps_lock(backend: LimitBackend, elapse: Elapse) -> None:

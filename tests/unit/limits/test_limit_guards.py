@@ -101,9 +101,14 @@ def test_singleton_guard_skip_and_cancel(backend: MemoryLimitBackend) -> None:
     dropped = skip.check(KEY, holder="b")
     assert dropped.action == "drop"
     assert "a" in dropped.reason
-    assert cancel.check(KEY, holder="c") == Decision.proceed(preempted="a")
-    assert not skip.renew(KEY, holder="a")
+    # cancel: the newcomer names the holder to stop (once) and waits for it to end.
+    asked = cancel.check(KEY, holder="c")
+    assert (asked.action, asked.preempted) == ("wait", "a")
+    again = cancel.check(KEY, holder="c")
+    assert (again.action, again.preempted) == ("wait", None)
+    assert skip.renew(KEY, holder="a")  # never two holders: "a" keeps it until it ends
     skip.release(KEY, holder="a")
+    assert cancel.check(KEY, holder="c") == Decision.proceed()
     assert cancel.renew(KEY, holder="c")
     cancel.release(KEY, holder="c")
     assert skip.check(KEY, holder="d") == Decision.proceed()
