@@ -96,6 +96,12 @@ def _register(app: Celery, options: FunctionOptions, handler: Handler) -> Deferr
         "__celery_defer_options__": options,
         "handler": staticmethod(handler),
         "max_retries": options.retries,
+        # The message is acknowledged when the run ends, whatever the app's own
+        # acks_late: a worker that dies after taking it, before its claim, gives
+        # it back to the broker. The claim makes every copy safe (never twice);
+        # a run that dies mid-handler is also sent again by recovery (claims.py).
+        "acks_late": True,
+        "reject_on_worker_lost": True,
         # Logged once by the run itself, naming the task id; Celery then says
         # "raised expected" at INFO instead of a second ERROR with a traceback.
         "throws": (MalformedMessageError,),

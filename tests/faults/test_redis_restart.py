@@ -27,7 +27,9 @@ def durable_redis() -> Iterator[RedisServer]:
 
 
 def test_a_durable_redis_restarted_mid_batch_loses_no_defer_and_runs_none_twice(durable_redis: RedisServer):
-    worker = Worker(durable_redis.url, acks_late=False, queues="celery", concurrency=2)
+    worker = Worker(
+        durable_redis.url, acks_late=False, queues="celery", concurrency=2, env={"CDT_FAST_RESTORE": "1"}
+    )
     sender = Celery("sender", broker=f"{durable_redis.url}/0", set_as_current=False)
     state = redis.Redis.from_url(f"{durable_redis.url}/3")
     try:
