@@ -8,7 +8,8 @@ while Redis is away must keep its defers and keep trying, not give up at once.
 A job is a callable that returns True when done and False (or raises) to be
 tried again; it is tried right away, then after 0.5 s, 1 s, 2 s, ... (capped at
 ``MAX_DELAY_S``) until ``budget_s`` has passed, when ``on_give_up`` says so.
-One daemon thread per process; a forked child starts afresh.
+One daemon thread per process, only while there is work: it ends when the last
+job is done, and the next job starts another. A forked child starts afresh.
 """
 
 from __future__ import annotations
@@ -89,9 +90,14 @@ class Background:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._jobs or self._jobs[0].due_s > time.monotonic():
-                    wait_s = self._jobs[0].due_s - time.monotonic() if self._jobs else None
-                    self._cond.wait(wait_s)
+                while self._jobs and self._jobs[0].due_s > time.monotonic():
+                    self._cond.wait(self._jobs[0].due_s - time.monotonic())
+                if not self._jobs:
+                    # No work left: end here (under the lock, so submit() sees
+                    # this thread gone and starts another for the next job).
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
                 job = heapq.heappop(self._jobs)
                 self._running += 1
             try:

@@ -46,13 +46,15 @@ class AttemptEnds(DeferTask):
         if isinstance(exc, WorkerLostError):
             return
         outcome = "revoked" if exc is None or isinstance(exc, Terminated) else "failed"
-        app, budget_s = self.app, settings_for(self.app).store_wait_s
+        app, settings = self.app, settings_for(self.app)
+        if not settings.redis_url:
+            return  # no Redis configured: the run had no claim, and no defers were kept
 
         def mark() -> bool:
             store_for(app).claims.finish(run_id, "", outcome=outcome)
             return True
 
-        background().submit(f"marking deferred run {run_id} {outcome}", mark, budget_s=budget_s)
+        background().submit(f"marking deferred run {run_id} {outcome}", mark, budget_s=settings.store_wait_s)
         super().finalize_interrupted(run_id, exc)
 
     def resend(self, message: DeferMessage, *, retries: int) -> str:

@@ -93,7 +93,10 @@ def finalize_in_background(app: Celery, run_id: str) -> None:
     For the worker's main process, which must never wait on Redis: it reports
     revoked and killed runs through signals.
     """
-    budget_s = settings_for(app).store_wait_s
+    settings = settings_for(app)
+    if not settings.redis_url:
+        return  # no Redis configured: no attempt of it can have recorded anything
+    budget_s = settings.store_wait_s
     background().submit(
         f"finalizing run {run_id}",
         functools.partial(finalize_unreturned, app, run_id),

@@ -138,6 +138,10 @@ class RecoveryThread(threading.Thread):
         self._stopped.set()
 
 
+def _has_deferred_functions(app: Celery) -> bool:
+    return any(hasattr(task, "__celery_defer_options__") for task in app.tasks.values())
+
+
 class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Worker bootstep that runs the recovery pass; installed by ``create_defer``."""
 
@@ -151,9 +155,14 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.thread: RecoveryThread | None = None
 
     def start(self, parent: Any) -> None:
-        # Fail fast: a worker without its state store would accept parent runs whose
+        settings = settings_for(parent.app)
+        if not settings.redis_url and not _has_deferred_functions(parent.app):
+            # A DeferTask app that defines no deferred function defers nothing:
+            # it runs like any Celery app, with nothing to recover.
+            return
+        # Fail fast: a worker without its state store would accept runs whose
         # defers it cannot keep. Raising here stops the worker with this message.
-        settings_for(parent.app).require_redis_url()
+        settings.require_redis_url()
         self.thread = RecoveryThread(parent.app)
         self.thread.start()
 

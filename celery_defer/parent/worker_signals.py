@@ -9,7 +9,6 @@ such a run by implementing :class:`FinalizesInterrupted` (``DeferTask`` does).
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Protocol, runtime_checkable
 
 from celery import Celery, signals
@@ -18,9 +17,6 @@ from celery.exceptions import Terminated, TimeLimitExceeded, WorkerLostError
 from celery_defer.outbox.recovery import RecoveryStep
 
 logger = logging.getLogger(__name__)
-
-_signals_connected = False
-_lock = threading.Lock()
 
 #: Failures the worker's main process reports for an attempt that never returned.
 _UNRETURNED = (WorkerLostError, TimeLimitExceeded, Terminated)
@@ -36,15 +32,12 @@ class FinalizesInterrupted(Protocol):
 
 def install(app: Celery) -> None:
     """Add the recovery bootstep to ``app``'s workers and connect the signals; idempotent."""
-    global _signals_connected
     if not app.__dict__.get("_celery_defer_installed"):
         app.steps["worker"].add(RecoveryStep)
         app.__dict__["_celery_defer_installed"] = True
-    with _lock:
-        if not _signals_connected:
-            signals.task_revoked.connect(_on_revoked, weak=False)
-            signals.task_failure.connect(_on_failure, weak=False)
-            _signals_connected = True
+    # Connecting again is free (same dispatch_uid) and heals receivers cleared since.
+    signals.task_revoked.connect(_on_revoked, weak=False, dispatch_uid="celery_defer.revoked")
+    signals.task_failure.connect(_on_failure, weak=False, dispatch_uid="celery_defer.failure")
 
 
 def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:

@@ -44,6 +44,26 @@ def test_a_worker_without_a_redis_for_its_state_refuses_to_start(broker):
     assert "ready." not in output, output
 
 
+def test_a_defer_task_app_with_no_deferred_function_needs_no_redis_to_start():
+    env = {**os.environ, "CDT_BROKER": "memory://", "CDT_NO_FUNCTIONS": "1", "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "celery", "-A", "tests.integration.noredis_app", "worker", "-l", "info"]
+    argv += ["-P", "solo", "--without-mingle", "--without-gossip", "--without-heartbeat"]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "ready." in line or "Unrecoverable" in line:
+                break
+        assert "ready." in lines[-1], "".join(lines)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
 def test_ctx_logger_lines_carry_the_task_name_and_run_id(start_worker, app_module, seen):
     worker = start_worker()
     result = app_module.started.start({"n": 1}, id="log-line")
