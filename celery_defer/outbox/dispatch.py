@@ -18,14 +18,18 @@ from celery_defer.store import store_for
 logger = logging.getLogger(__name__)
 
 
-def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: bool) -> None:
-    """Start the deferred runs of a finalized parent run; never raises."""
+def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: bool) -> bool:
+    """Start the deferred runs of a finalized parent run; never raises.
+
+    Returns:
+        False when sending failed (the run stays due for the recovery pass).
+    """
     if not records:
-        return
+        return True
     if eager:
         eager_outbox.complete(run_id)
         run_eagerly(app, records)
-        return
+        return True
     try:
         publish(app, records)
     except Exception:
@@ -35,23 +39,27 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
             len(records),
             exc_info=True,
         )
-        return
+        return False
     try:
         store_for(app).outbox.complete(run_id)
     except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
+    return True
 
 
-def finalize_unreturned(app: Celery, run_id: str) -> None:
+def finalize_unreturned(app: Celery, run_id: str) -> list[DeferRecord]:
     """Finalize a run whose last attempt never returned: revoked, terminated or killed.
 
     What earlier attempts recorded is sent; the lost attempt had recorded nothing.
+
+    Returns:
+        The records sent (none when reading or sending them failed).
     """
     try:
         records = store_for(app).outbox.finalize(run_id)
     except Exception:
         logger.error("run %s ended but its defers could not be read", run_id, exc_info=True)
-        return
+        return []
     if records:
         logger.info("run %s ended without returning; sending %d recorded defers", run_id, len(records))
-    dispatch(app, run_id, records, eager=False)
+    return records if dispatch(app, run_id, records, eager=False) else []

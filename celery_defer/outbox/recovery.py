@@ -11,6 +11,7 @@ from celery import Celery, bootsteps
 
 from celery_defer.errors import CeleryDeferError
 from celery_defer.outbox.dispatch import dispatch, finalize_unreturned
+from celery_defer.outbox.record import DeferRecord
 from celery_defer.outbox.redis_outbox import RedisOutbox
 from celery_defer.settings import settings_for
 from celery_defer.store import store_for
@@ -21,16 +22,18 @@ logger = logging.getLogger(__name__)
 BATCH = 200
 
 
-def recover_once(app: Celery) -> int:
-    """Send the defers of finalized runs whose dispatch is overdue; return runs sent.
+def recover_once(app: Celery) -> list[DeferRecord]:
+    """Send the defers of finalized runs whose dispatch is overdue.
 
     A run taken by this pass is hidden from other passes for a lease; if this
     worker dies mid-way, the run is due again when the lease ends.
+
+    Returns:
+        The records this pass sent, run by run in call order.
     """
     outbox = store_for(app).outbox
     lease_ms = int(max(30.0, 2 * outbox.settings.recovery_interval_s) * 1000)
-    _finalize_dead_attempts(app, outbox, lease_ms)
-    sent = 0
+    sent = _finalize_dead_attempts(app, outbox, lease_ms)
     while True:
         run_ids = outbox.claim_due(limit=BATCH, lease_ms=lease_ms)
         for run_id in run_ids:
@@ -42,13 +45,13 @@ def recover_once(app: Celery) -> int:
                 "recovering run %s: sending %d deferred runs its worker left unsent", run_id, len(records)
             )
             # Same path as after_return; a failed send stays due for a later pass.
-            dispatch(app, run_id, records, eager=False)
-            sent += 1
+            if dispatch(app, run_id, records, eager=False):
+                sent += records
         if len(run_ids) < BATCH:
             return sent
 
 
-def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> None:
+def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> list[DeferRecord]:
     """Finalize runs whose worker died mid-attempt and whose message is gone.
 
     Such a run never returns and Celery never reports it: without this, what
@@ -56,6 +59,7 @@ def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> 
     With ``acks_late`` the broker redelivers the message and the run goes on,
     so those runs are left to it (their lease is looked at again later).
     """
+    sent: list[DeferRecord] = []
     for run_id in outbox.claim_stale_attempts(limit=BATCH, lease_ms=lease_ms):
         records = outbox.pending_records(run_id)
         if not records:  # the outbox expired: nothing left to wait for
@@ -71,7 +75,8 @@ def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> 
             run_id,
             len(records),
         )
-        finalize_unreturned(app, run_id)
+        sent += finalize_unreturned(app, run_id)
+    return sent
 
 
 class RecoveryThread(threading.Thread):
