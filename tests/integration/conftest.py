@@ -40,20 +40,31 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 20.0, every_s: 
 class Worker:
     """One ``celery -A tests.integration.workerapp worker`` process group."""
 
-    def __init__(self, redis_url: str, *, acks_late: bool, queues: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        acks_late: bool,
+        queues: str,
+        concurrency: int,
+        app: str = "tests.integration.workerapp",
+        events: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="cdt-worker-", suffix=".log")[1])
         env = {
             **os.environ,
             "CDT_REDIS_URL": redis_url,
             "CDT_ACKS_LATE": "1" if acks_late else "0",
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         }
         argv = [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "tests.integration.workerapp",
+            app,
             "worker",
             "-l",
             "info",
@@ -66,6 +77,7 @@ class Worker:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            *(["-E"] if events else []),
         ]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -112,8 +124,10 @@ def app_module(redis_server: RedisServer) -> ModuleType:
 def start_worker(redis_url: str, app_module: ModuleType) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(*, acks_late: bool = False, queues: str = "celery", concurrency: int = 2) -> Worker:
-        worker = Worker(redis_url, acks_late=acks_late, queues=queues, concurrency=concurrency)
+    def start(
+        *, acks_late: bool = False, queues: str = "celery", concurrency: int = 2, **options: Any
+    ) -> Worker:
+        worker = Worker(redis_url, acks_late=acks_late, queues=queues, concurrency=concurrency, **options)
         workers.append(worker)
         return worker
 
