@@ -59,6 +59,9 @@ class Worker:
             "PYTHONPATH": str(ROOT),
             **(env or {}),
         }
+        # Queue names as the app spells them on the broker (see workerapp.queue).
+        prefix = env.get("CDT_QUEUE_PREFIX", "")
+        queues = ",".join(f"{prefix}{name}" for name in queues.split(","))
         argv = [
             sys.executable,
             "-m",

@@ -1,7 +1,10 @@
 """The Celery app that integration tests run in real worker processes.
 
 Configured from the environment so the test process and its workers agree:
-``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late).
+``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late),
+``CDT_BROKER_URL`` (another broker, e.g. RabbitMQ; the state stays in Redis) and
+``CDT_QUEUE_PREFIX`` (put before every queue name, so that runs sharing a broker
+do not meet).
 """
 
 from __future__ import annotations
@@ -19,9 +22,21 @@ from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_d
 
 REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
 ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
+BROKER_URL = os.environ.get("CDT_BROKER_URL") or f"{REDIS_URL}/0"
+QUEUE_PREFIX = os.environ.get("CDT_QUEUE_PREFIX", "")
 
-app = Celery("workerapp", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1", task_cls=DeferTask)
+
+def queue(name: str) -> str:
+    """The name of one of this app's queues on the broker."""
+    return f"{QUEUE_PREFIX}{name}"
+
+
+app = Celery("workerapp", broker=BROKER_URL, backend=f"{REDIS_URL}/1", task_cls=DeferTask)
 app.conf.update(
+    task_default_queue=queue("celery"),
+    # Remote control (revoke) and events on their own exchanges, for the same reason.
+    control_exchange=queue("celery"),
+    event_exchange=queue("celeryev"),
     defer_redis_url=f"{REDIS_URL}/2",
     defer_recovery_interval=1,
     defer_lease=3,
@@ -30,7 +45,7 @@ app.conf.update(
     task_acks_late=ACKS_LATE,
     task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
-    broker_transport_options={"visibility_timeout": 3},
+    broker_transport_options={"visibility_timeout": 3} if BROKER_URL.startswith("redis") else {},
     result_extended=True,
     broker_connection_retry_on_startup=True,
     # Parents travel as msgpack here, so tests can show deferred runs are JSON anyway.
@@ -67,7 +82,7 @@ def record_run(ctx: Any) -> None:
 
 
 recorder = create_defer(app, {"id": "recorder", "retries": 2}, record_run)
-parked = create_defer(app, {"id": "parked", "queue": "parked", "priority": {"run": 3}}, record_run)
+parked = create_defer(app, {"id": "parked", "queue": queue("parked"), "priority": {"run": 3}}, record_run)
 
 
 def reject_in_worker(data: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +96,9 @@ def reject_in_worker(data: dict[str, Any]) -> dict[str, Any]:
 picky = create_defer(app, {"id": "picky", "schema": reject_in_worker, "retries": 1}, record_run)
 
 
-impatient = create_defer(app, {"id": "impatient", "queue": "late", "timeouts": {"start": "1s"}}, record_run)
+impatient = create_defer(
+    app, {"id": "impatient", "queue": queue("late"), "timeouts": {"start": "1s"}}, record_run
+)
 slowpoke = create_defer(app, {"id": "slowpoke", "retries": 2, "timeouts": {"finish": "1s"}}, record_run)
 
 
@@ -176,7 +193,7 @@ FLOW = {
     "conc2": {"concurrency": 2},
     "conc-key": {"concurrency": {"limit": 1, "key": "event.data.group"}},
     # Two functions sharing one slot (scope "app"): the hog runs on its own queue.
-    "hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}, "queue": "hog"},
+    "hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}, "queue": queue("hog")},
     "after-hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}},
     "throttled": {"throttle": {"limit": 5, "period": "2s"}},
     "bursty": {"throttle": {"limit": 5, "period": "2s", "burst": 5}},
