@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,8 +25,6 @@ from celery_defer.cli.tables import pairs, seconds, table
 from celery_defer.errors import CeleryDeferError
 from celery_defer.outbox.recovery import recover_once
 from celery_defer.store import store_for
-
-logger = logging.getLogger(__name__)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
@@ -53,7 +50,7 @@ def _explained() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
 
 
-def _emit(ctx: click.Context, as_json: bool, value: Any, human: Callable[[], str]) -> None:
+def _emit(as_json: bool, value: Any, human: Callable[[], str]) -> None:
     if as_json:
         click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
     else:
@@ -68,7 +65,6 @@ def functions(ctx: click.Context, as_json: bool) -> None:
     app = _app(ctx)
     infos = [describe(app, task) for task in deferred_functions(app)]
     _emit(
-        ctx,
         as_json,
         [dataclasses.asdict(info) for info in infos],
         lambda: (
@@ -89,7 +85,7 @@ def pending(ctx: click.Context, as_json: bool, limit: int) -> None:
     """Finalized runs whose deferred runs are not sent yet, and attempts holding recorded defers."""
     with _explained():
         state = read_outbox(store_for(_app(ctx)), limit=limit)
-    _emit(ctx, as_json, dataclasses.asdict(state), lambda: _pending_text(state))
+    _emit(as_json, dataclasses.asdict(state), lambda: _pending_text(state))
 
 
 def _pending_text(state: OutboxState) -> str:
@@ -139,7 +135,6 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     rows += [[fn, "duplicate", count] for fn, count in report.duplicates.items()]
     rows += [["-", name, count] for name, count in report.other.items()]
     _emit(
-        ctx,
         as_json,
         dataclasses.asdict(report),
         lambda: table(["FUNCTION", "COUNTER", "COUNT"], rows) if rows else "no drops, no duplicates",
@@ -165,7 +160,7 @@ def limits(ctx: click.Context, function_id: str, as_json: bool, limit: int) -> N
     with _explained():
         rules = read_rules(store_for(app), options.id, options.flow, limit=limit)
     value = {"function": options.id, "rules": [dataclasses.asdict(rule) for rule in rules]}
-    _emit(ctx, as_json, value, lambda: _limits_text(options.id, rules))
+    _emit(as_json, value, lambda: _limits_text(options.id, rules))
 
 
 def _limits_text(function_id: str, rules: list[RuleState]) -> str:
@@ -217,7 +212,6 @@ def recover(ctx: click.Context, as_json: bool) -> None:
         for record in sent
     ]
     _emit(
-        ctx,
         as_json,
         value,
         lambda: (

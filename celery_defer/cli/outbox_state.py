@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from celery_defer.outbox.record import DeferRecord
 from celery_defer.redis_io import reaching
 from celery_defer.store import Store
 
@@ -69,10 +68,6 @@ def redis_now_ms(store: Store) -> float:
     return seconds * 1000 + micros / 1000
 
 
-def _records(store: Store, run_id: str) -> list[DeferRecord]:
-    return store.outbox.pending_records(run_id)
-
-
 def read_outbox(store: Store, *, limit: int) -> OutboxState:
     """Return up to ``limit`` pending runs and leased attempts, oldest first."""
     keys = store.keys
@@ -86,7 +81,7 @@ def read_outbox(store: Store, *, limit: int) -> OutboxState:
     now_ms = redis_now_ms(store)
     pending = []
     for run_id, due_ms in finalized:
-        records = _records(store, run_id)
+        records = store.outbox.pending_records(run_id)
         if not records:  # sent between the two reads
             continue
         pending.append(
@@ -101,7 +96,7 @@ def read_outbox(store: Store, *, limit: int) -> OutboxState:
         )
     leased = []
     for run_id, lease_end_ms in attempts:
-        records = _records(store, run_id)
+        records = store.outbox.pending_records(run_id)
         leased.append(
             LeasedAttempt(
                 run_id=run_id,

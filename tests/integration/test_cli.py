@@ -212,3 +212,18 @@ def test_the_installed_celery_command_finds_the_defer_sub_command(redis_url):
     assert done.returncode == 0, done.stderr
     listed = {entry["id"]: entry["task"] for entry in json.loads(done.stdout)}
     assert listed["recorder"] == "celery_defer.fn.recorder"
+
+
+def test_limits_shows_debounce_and_idempotency_state(app_module, redis_url):
+    limits = store_for(app_module.app).limits
+    key = rule_key(app_module, "debounced", "debounce", "k1")
+    limits.debounce_push(key, "run-9", '{"k":"k1"}', 1000, None)
+    limits.claim_once(rule_key(app_module, "idem", "idempotency", "order-1"), 60_000, "run-3")
+    [debounce] = cli_json("limits", "debounced")["rules"]
+    [pushed] = debounce["keys"]
+    assert pushed["key_hash"] == hash_key_value("k1")
+    assert pushed["state"]["latest_run_id"] == "run-9"
+    [idem] = cli_json("limits", "idem")["rules"]
+    [claimed] = idem["keys"]
+    assert (claimed["key_hash"], claimed["state"]["held_by"]) == (hash_key_value("order-1"), "run-3")
+    assert f"idempotency  {hash_key_value('order-1')}  state  held_by=run-3" in cli("limits", "idem").output
