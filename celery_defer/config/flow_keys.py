@@ -10,6 +10,7 @@ from typing import Any
 from celery_defer.config.durations import parse_duration_s
 from celery_defer.config.key_paths import KeyFunction, compile_key
 from celery_defer.errors import ConfigurationError
+from celery_defer.keys import KeySpace
 from celery_defer.limits import (
     ConcurrencyGuard,
     Debounce,
@@ -46,6 +47,13 @@ class GuardSpec:
     def holds(self) -> bool:
         """Whether the guard holds a lease while the run executes."""
         return self.kind in ("concurrency", "singleton")
+
+    def redis_key(self, keys: KeySpace, function_id: str, key_value: str | None = None) -> str:
+        """Return the Redis key of this rule for one key value (``None``: the rule has no key)."""
+        # Rules with scope "app" share their state with every function using the same kind.
+        owner = "@app" if self.scope == "app" else function_id
+        kind = self.slot if self.scope == "fn" else self.kind
+        return keys.limit(kind, owner, key_value)
 
 
 def _fail(key: str, message: str) -> ConfigurationError:

@@ -65,9 +65,7 @@ class FlowControl:
 
     def _redis_key(self, keys: KeySpace, spec: GuardSpec, event: Any) -> str:
         value = spec.key(event) if spec.key is not None else None
-        owner = "@app" if spec.scope == "app" else self.function_id
-        kind = spec.slot if spec.scope == "fn" else spec.kind
-        return keys.limit(kind, owner, value)
+        return spec.redis_key(keys, self.function_id, value)
 
     def admit(
         self,

@@ -65,26 +65,26 @@ def _to_sink(sink: DeferSink, app: Celery, records: list[DeferRecord]) -> None:
         sink.take(record, app.tasks.get(record.task_name), in_run=True)
 
 
-def finalize_unreturned(app: Celery, run_id: str) -> bool:
+def finalize_unreturned(app: Celery, run_id: str) -> list[DeferRecord] | None:
     """Finalize a run whose last attempt never returned: revoked, terminated or killed.
 
     What earlier attempts recorded is sent; the lost attempt had recorded nothing.
 
     Returns:
-        False when Redis could not be reached (try again later); True once the
-        run's records are sent or safely due for a recovery pass.
+        The records sent (none when there were none, or sending failed and they
+        stay due for a recovery pass); ``None`` when Redis could not be reached
+        (try again later).
     """
     try:
         records = store_for(app).outbox.finalize(run_id)
     except ConfigurationError:
-        return True  # no Redis configured: no attempt of it can have recorded anything
+        return []  # no Redis configured: no attempt of it can have recorded anything
     except StoreUnavailableError as exc:
         logger.warning("run %s ended without returning; its defers could not be read yet: %s", run_id, exc)
-        return False
+        return None
     if records:
         logger.info("run %s ended without returning; sending %d recorded defers", run_id, len(records))
-    dispatch(app, run_id, records, eager=False)
-    return True
+    return records if dispatch(app, run_id, records, eager=False) else []
 
 
 def finalize_in_background(app: Celery, run_id: str) -> None:
@@ -97,9 +97,13 @@ def finalize_in_background(app: Celery, run_id: str) -> None:
     if not settings.redis_url:
         return  # no Redis configured: no attempt of it can have recorded anything
     budget_s = settings.store_wait_s
+
+    def attempt() -> bool:
+        return finalize_unreturned(app, run_id) is not None
+
     background().submit(
         f"finalizing run {run_id}",
-        functools.partial(finalize_unreturned, app, run_id),
+        attempt,
         budget_s=budget_s,
         on_give_up=functools.partial(
             logger.error,

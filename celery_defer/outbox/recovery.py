@@ -13,6 +13,7 @@ from celery import Celery, bootsteps
 from celery_defer.deferred.claims import RunClaims
 from celery_defer.errors import CeleryDeferError
 from celery_defer.outbox.dispatch import dispatch, finalize_unreturned
+from celery_defer.outbox.record import DeferRecord
 from celery_defer.outbox.redis_outbox import RedisOutbox
 from celery_defer.settings import settings_for
 from celery_defer.store import store_for
@@ -23,20 +24,22 @@ logger = logging.getLogger(__name__)
 BATCH = 200
 
 
-def recover_once(app: Celery) -> int:
-    """Send the defers of finalized runs whose dispatch is overdue; return runs sent.
+def recover_once(app: Celery) -> list[DeferRecord]:
+    """Send the defers of finalized runs whose dispatch is overdue.
 
     A run taken by this pass is hidden from other passes for a lease; if this
     worker dies mid-way, the run is due again when the lease ends. When a send
     fails (the broker is away) the pass stops and gives back what it took, so the
     next pass, one interval later, tries again.
+
+    Returns:
+        The records this pass sent, run by run in call order.
     """
     store = store_for(app)
     outbox = store.outbox
     lease_ms = int(max(30.0, 2 * outbox.settings.recovery_interval_s) * 1000)
-    _finalize_dead_attempts(app, outbox, lease_ms)
+    sent = _finalize_dead_attempts(app, outbox, lease_ms)
     _resend_lapsed_runs(app, store.claims, lease_ms)
-    sent = 0
     while True:
         run_ids = outbox.claim_due(limit=BATCH, lease_ms=lease_ms)
         for index, run_id in enumerate(run_ids):
@@ -51,12 +54,12 @@ def recover_once(app: Celery) -> int:
             if not dispatch(app, run_id, records, eager=False):
                 outbox.due_again(run_ids[index:])
                 return sent
-            sent += 1
+            sent += records
         if len(run_ids) < BATCH:
             return sent
 
 
-def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> None:
+def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> list[DeferRecord]:
     """Finalize runs whose worker died mid-attempt and whose message is gone.
 
     Such a run never returns and Celery never reports it: without this, what
@@ -64,6 +67,7 @@ def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> 
     With ``acks_late`` the broker redelivers the message and the run goes on,
     so those runs are left to it (their lease is looked at again later).
     """
+    sent: list[DeferRecord] = []
     for run_id in outbox.claim_stale_attempts(limit=BATCH, lease_ms=lease_ms):
         records = outbox.pending_records(run_id)
         if not records:  # the outbox expired: nothing left to wait for
@@ -79,7 +83,8 @@ def _finalize_dead_attempts(app: Celery, outbox: RedisOutbox, lease_ms: int) -> 
             run_id,
             len(records),
         )
-        finalize_unreturned(app, run_id)
+        sent += finalize_unreturned(app, run_id) or []
+    return sent
 
 
 def _resend_lapsed_runs(app: Celery, claims: RunClaims, lease_ms: int) -> None:

@@ -48,6 +48,8 @@ class Worker:
         queues: str,
         concurrency: int,
         state_url: str | None = None,
+        app: str = "tests.integration.workerapp",
+        events: bool = False,
         env: dict[str, str] | None = None,
     ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="cdt-worker-", suffix=".log")[1])
@@ -59,12 +61,15 @@ class Worker:
             "PYTHONPATH": str(ROOT),
             **(env or {}),
         }
+        # Queue names as the app spells them on the broker (see workerapp.queue).
+        prefix = env.get("CDT_QUEUE_PREFIX", "")
+        queues = ",".join(f"{prefix}{name}" for name in queues.split(","))
         argv = [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "tests.integration.workerapp",
+            app,
             "worker",
             "-l",
             "info",
@@ -77,6 +82,7 @@ class Worker:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            *(["-E"] if events else []),
         ]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(

@@ -2,9 +2,12 @@
 
 Configured from the environment so the test process and its workers agree:
 ``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late), ``CDT_STATE_URL``
-(celery_defer's own Redis, when a test runs it apart from the broker's), and
+(celery_defer's own Redis, when a test runs it apart from the broker's),
 ``CDT_CLOCK_SKEW_S`` (seconds this worker's wall clock is off, to play a host
-whose clock disagrees: ``time.time_ns``, which only celery_defer reads, is shifted).
+whose clock disagrees: ``time.time_ns``, which only celery_defer reads, is shifted),
+``CDT_FAST_RESTORE`` (see ``broker_transport_options``), ``CDT_BROKER_URL``
+(another broker, e.g. RabbitMQ; the state stays in Redis) and ``CDT_QUEUE_PREFIX``
+(put before every queue name, so that runs sharing a broker do not meet).
 """
 
 from __future__ import annotations
@@ -27,13 +30,25 @@ REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
 ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
 FAST_RESTORE = os.environ.get("CDT_FAST_RESTORE") == "1"
 CLOCK_SKEW_NS = int(float(os.environ.get("CDT_CLOCK_SKEW_S", "0")) * 1e9)
+BROKER_URL = os.environ.get("CDT_BROKER_URL") or f"{REDIS_URL}/0"
+QUEUE_PREFIX = os.environ.get("CDT_QUEUE_PREFIX", "")
 
 if CLOCK_SKEW_NS:
     _true_time_ns = time.time_ns
     time.time_ns = lambda: _true_time_ns() + CLOCK_SKEW_NS
 
-app = Celery("workerapp", broker=f"{REDIS_URL}/0", backend=f"{REDIS_URL}/1", task_cls=DeferTask)
+
+def queue(name: str) -> str:
+    """The name of one of this app's queues on the broker."""
+    return f"{QUEUE_PREFIX}{name}"
+
+
+app = Celery("workerapp", broker=BROKER_URL, backend=f"{REDIS_URL}/1", task_cls=DeferTask)
 app.conf.update(
+    task_default_queue=queue("celery"),
+    # Remote control (revoke) and events on their own exchanges, for the same reason.
+    control_exchange=queue("celery"),
+    event_exchange=queue("celeryev"),
     defer_redis_url=os.environ.get("CDT_STATE_URL") or f"{REDIS_URL}/2",
     defer_recovery_interval=1,
     defer_lease=3,
@@ -48,7 +63,9 @@ app.conf.update(
         # 3 s, looked for every second (kombu's default: every 100 s). Kill tests
         # want it; it also hands out again any ETA message held longer than 3 s.
         **({"unacked_restore_interval": 1, "unacked_restore_throttle": 1} if FAST_RESTORE else {}),
-    },
+    }
+    if BROKER_URL.startswith("redis")
+    else {},
     result_extended=True,
     broker_connection_retry_on_startup=True,
     # Parents travel as msgpack here, so tests can show deferred runs are JSON anyway.
@@ -115,7 +132,7 @@ def record_run(ctx: Any) -> None:
 
 
 recorder = create_defer(app, {"id": "recorder", "retries": 2}, record_run)
-parked = create_defer(app, {"id": "parked", "queue": "parked", "priority": {"run": 3}}, record_run)
+parked = create_defer(app, {"id": "parked", "queue": queue("parked"), "priority": {"run": 3}}, record_run)
 
 
 def reject_in_worker(data: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +146,9 @@ def reject_in_worker(data: dict[str, Any]) -> dict[str, Any]:
 picky = create_defer(app, {"id": "picky", "schema": reject_in_worker, "retries": 1}, record_run)
 
 
-impatient = create_defer(app, {"id": "impatient", "queue": "late", "timeouts": {"start": "1s"}}, record_run)
+impatient = create_defer(
+    app, {"id": "impatient", "queue": queue("late"), "timeouts": {"start": "1s"}}, record_run
+)
 slowpoke = create_defer(app, {"id": "slowpoke", "retries": 2, "timeouts": {"finish": "1s"}}, record_run)
 
 
@@ -301,7 +320,7 @@ FLOW = {
     "conc2": {"concurrency": 2},
     "conc-key": {"concurrency": {"limit": 1, "key": "event.data.group"}},
     # Two functions sharing one slot (scope "app"): the hog runs on its own queue.
-    "hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}, "queue": "hog"},
+    "hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}, "queue": queue("hog")},
     "after-hog": {"concurrency": {"limit": 1, "key": lambda e: "shared", "scope": "app"}},
     "throttled": {"throttle": {"limit": 5, "period": "2s"}},
     "bursty": {"throttle": {"limit": 5, "period": "2s", "burst": 5}},
