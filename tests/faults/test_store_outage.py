@@ -37,7 +37,7 @@ def test_defers_of_a_run_that_finalized_while_redis_was_away_are_recorded_when_i
     assert runs_by_defer_id(seen) == {"a": [0], "b": [0]}
 
 
-def test_deferred_runs_wait_for_redis_without_spending_retries(
+def test_deferred_runs_wait_20s_for_redis_without_spending_retries(
     start_worker, app_module, seen, state_server: RedisServer
 ):
     start_worker(state_url=state_server.url)  # runs parents; nobody serves the "parked" queue yet
@@ -46,7 +46,7 @@ def test_deferred_runs_wait_for_redis_without_spending_retries(
     time.sleep(1)  # the parent finalized and sent its three runs
     state_server.kill()
     start_worker(queues="parked", state_url=state_server.url)
-    time.sleep(5)  # the runs start, find Redis away and wait (recorder allows 2 retries)
+    time.sleep(20)  # the runs start, find Redis away and wait (recorder allows 2 retries)
     assert seen("run") == []
     state_server.start()
     wait_for(lambda: len(seen("run")) == 3, timeout_s=30)

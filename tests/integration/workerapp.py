@@ -128,7 +128,7 @@ def record_run(ctx: Any) -> None:
         raise RetryAfterError(data["retry_after"])
     if data.get("sleep"):
         time.sleep(data["sleep"])
-    seen("finished", defer_id=ctx.parents[0].defer_id, run_id=ctx.run_id)
+    seen("finished", defer_id=ctx.parents[0].defer_id, parent=ctx.parents[0].run_id, run_id=ctx.run_id)
 
 
 recorder = create_defer(app, {"id": "recorder", "retries": 2}, record_run)
