@@ -31,6 +31,7 @@ from celery_defer.parent.call_site import defer
 from celery_defer.parent.capture import current_capture
 from celery_defer.parent.task import DeferTask
 from celery_defer.settings import settings_for
+from celery_defer.steps.current import steps_of_current_run
 from celery_defer.store import Store, store_for
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ class DeferredFunction(DeferTask):
             logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
             self.app.control.revoke(admission.preempted, terminate=True)
         message = message.replace(started_ms=message.started_ms or now_ms(), passed=tuple(admission.passed))
+        steps = steps_of_current_run()
+        steps.sleeper = functools.partial(self._sleep_run, message, claim)
         context = DeferContext(
             event=DeferEvent(message.event_name, payload, message.event_id, message.event_ts),
             run_id=run_id,
@@ -151,11 +154,15 @@ class DeferredFunction(DeferTask):
             parents=[Parent(message.parent_run_id, message.parent_task_name, message.defer_id)],
             logger=run_logger(options.id, run_id),
             defer=defer,
+            step=steps,
         )
         began = time.monotonic()
         try:
             with keep_leases(admission.held, run_id):
                 result = invoke_handler(self.handler, context)
+        except Requeued:  # a step.sleep: the run goes on later, holding nothing meanwhile
+            FlowControl.release(admission.held, run_id, time.monotonic() - began)
+            raise
         except Exception as exc:
             FlowControl.release(admission.held, run_id, time.monotonic() - began)
             self._fail_or_retry(exc, claim, message)
@@ -183,6 +190,15 @@ class DeferredFunction(DeferTask):
         claim.hand_over(next_attempt=self.request.retries or 0, ttl_ms=ttl_ms)
         waiting = message.replace(passed=tuple(admission.passed))
         self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
+
+    def _sleep_run(
+        self, message: DeferMessage, claim: HeldClaim | None, delay_s: float, reason: str
+    ) -> NoReturn:
+        # Kept for this very attempt number, as a flow-control wait is (see _hold_back).
+        if claim is not None:
+            ttl_ms = int((delay_s + settings_for(self.app).lease_s) * 1000)
+            claim.hand_over(next_attempt=self.request.retries or 0, ttl_ms=ttl_ms)
+        self.requeue(delay_s=delay_s, reason=reason, kwargs=message.to_kwargs())
 
     def _fail_or_retry(self, exc: Exception, claim: HeldClaim | None, message: DeferMessage) -> NoReturn:
         """End the attempt that raised ``exc``: a retry, or the run's final failure."""

@@ -13,6 +13,7 @@ from celery import Celery
 from celery_defer.outbox.memory_outbox import eager_outbox
 from celery_defer.outbox.publish import publish, run_eagerly
 from celery_defer.outbox.record import DeferRecord
+from celery_defer.steps.memo import finish_steps
 from celery_defer.store import store_for
 
 logger = logging.getLogger(__name__)
@@ -55,3 +56,4 @@ def finalize_unreturned(app: Celery, run_id: str) -> None:
     if records:
         logger.info("run %s ended without returning; sending %d recorded defers", run_id, len(records))
     dispatch(app, run_id, records, eager=False)
+    finish_steps(app, run_id)
