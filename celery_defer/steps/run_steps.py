@@ -68,11 +68,12 @@ class Steps:
         key = self._next_key(step_id)
         if self._capture is None:
             return _call(fn, args, kwargs)
-        found = self._found(key)
+        field = field_for(key)
+        found = self._found(field)
         if found is not _MISSING:
             return found
         start = len(self._capture.records)
-        return self._keep(key, _call(fn, args, kwargs), start)
+        return self._keep(key, field, _call(fn, args, kwargs), start)
 
     async def run_async(self, step_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """:meth:`run` for ``async def`` code: ``await ctx.step.run_async(id, fn, ...)``.
@@ -83,11 +84,12 @@ class Steps:
         key = self._next_key(step_id)
         if self._capture is None:
             return await _await(fn(*args, **kwargs))
-        found = self._found(key)
+        field = field_for(key)
+        found = self._found(field)
         if found is not _MISSING:
             return found
         start = len(self._capture.records)
-        return self._keep(key, await _await(fn(*args, **kwargs)), start)
+        return self._keep(key, field, await _await(fn(*args, **kwargs)), start)
 
     def sleep(self, step_id: str, duration: Duration) -> None:
         """End the attempt and resume the run after ``duration``, holding no worker slot.
@@ -151,14 +153,14 @@ class Steps:
         self._memo = memo
         return memo
 
-    def _found(self, key: str) -> Any:
+    def _found(self, field: str) -> Any:
         self._load()
-        stored = self._entries.get(field_for(key))
+        stored = self._entries.get(field)
         if stored is None or not stored.startswith(RESULT):
             return _MISSING
         return json.loads(stored[len(RESULT) :])
 
-    def _keep(self, key: str, result: Any, start: int) -> Any:
+    def _keep(self, key: str, field: str, result: Any, start: int) -> Any:
         capture = self._capture
         assert capture is not None and self._memo is not None
         run_id = capture.parent.run_id
@@ -172,8 +174,8 @@ class Steps:
                 run_id=run_id,
             ) from exc
         in_step = [] if capture.eager else capture.records[start:]
-        kept = self._memo.keep(run_id, field_for(key), text, in_step)
-        self._entries[field_for(key)] = kept.text
+        kept = self._memo.keep(run_id, field, text, in_step)
+        self._entries[field] = kept.text
         if in_step:
             # Now in the outbox (or, if another attempt kept this step first, with
             # its defers instead): the end of this attempt must not record them again.
