@@ -86,3 +86,18 @@ def test_a_deferred_runs_step_is_kept_across_a_retry_that_waited_on_flow_control
     assert [a["attempt"] for a in attempts] == [0, 1]
     assert attempts[1]["t"] >= seen("end")[0]["t"]  # it ran only once the hog let go
     assert body_runs(redis_url, run_id) == 1
+
+
+def test_a_deferred_runs_step_sleep_frees_its_concurrency_slot_and_its_worker(
+    start_worker, app_module, seen, redis_url
+):
+    start_worker(concurrency=1)
+    app_module.defer_one.delay("step-conc", {"nap": 2})
+    first = wait_for(lambda: seen("stepped-run"))
+    # The hog shares the one concurrency slot: it runs only if the napping run let go.
+    app_module.defer_one.delay("hog-conc", {"sleep": 0})
+    hog_end = wait_for(lambda: seen("end"), timeout_s=20)
+    woke = wait_for(lambda: seen("woke"), timeout_s=20)
+    assert hog_end[0]["t"] < woke[0]["t"]
+    assert [a["attempt"] for a in seen("stepped-run")] == [0, 0]  # no retry spent
+    assert body_runs(redis_url, first[0]["run_id"]) == 1

@@ -233,9 +233,12 @@ def step_parent(self: DeferTask, plan: dict[str, Any]) -> str:
 
 
 def step_handler(ctx: Any) -> None:
-    """A deferred run with one step; asks for a retry on its first attempt when told to."""
+    """A deferred run with one step; then naps, or asks for a retry on its first attempt, when told to."""
     ctx.step.run("count", count_body, ctx.run_id)
     seen("stepped-run", run_id=ctx.run_id, attempt=ctx.attempt)
+    if ctx.event.data.get("nap"):
+        ctx.step.sleep("nap", ctx.event.data["nap"])
+        seen("woke", run_id=ctx.run_id, attempt=ctx.attempt)
     if ctx.attempt == 0 and ctx.event.data.get("retry_after"):
         raise RetryAfterError(ctx.event.data["retry_after"])
 
