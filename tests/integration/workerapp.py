@@ -30,11 +30,7 @@ app.conf.update(
     task_acks_late=ACKS_LATE,
     task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
-    broker_transport_options={
-        "visibility_timeout": 3,
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-    },
+    broker_transport_options={"visibility_timeout": 3},
     result_extended=True,
     broker_connection_retry_on_startup=True,
     # Parents travel as msgpack here, so tests can show deferred runs are JSON anyway.
