@@ -1,6 +1,6 @@
 """Cost of a step against a private Redis, in one process, next to a PING round trip.
 
-Run: ``python bench/bench_steps.py [--iterations N]``. Prints a table; asserts nothing.
+Run: ``python bench/bench_steps.py [--iterations N] [--rounds R]``. Prints a table; asserts nothing.
 
 - kept step: the first time a step id completes in a run (``fn`` returns a small
   dict; the result is kept with one script call);
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -87,21 +88,36 @@ def step_ops(app: Celery, iterations: int) -> dict[str, Op]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=5000)
-    iterations = parser.parse_args().iterations
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    per_round = max(1, args.iterations // args.rounds)
 
     with RedisServer() as server:
         app = Celery("bench", task_cls=DeferTask, set_as_current=False)
         app.conf.update(defer_redis_url=server.url, broker_url="memory://", defer_max_per_run=10**9)
         client = redis.Redis.from_url(server.url, decode_responses=True)
         try:
-            ping_us = measure_us(lambda i: client.ping(), iterations)
+            ops = step_ops(app, args.iterations)
+            # On a shared machine the round trip drifts: each round measures PING next to
+            # every operation, and the table gives medians over the rounds.
+            times_us: dict[str, list[float]] = {"PING round trip": [], **{name: [] for name in ops}}
+            ratios: dict[str, list[float]] = {name: [] for name in times_us}
+            for _ in range(args.rounds):
+                for name, op in ops.items():
+                    ping_us = measure_us(lambda i: client.ping(), per_round)
+                    op_us = measure_us(op, per_round)
+                    times_us["PING round trip"].append(ping_us)
+                    times_us[name].append(op_us)
+                    ratios[name].append(op_us / ping_us)
+                    ratios["PING round trip"].append(1.0)
             version = client.info("server")["redis_version"]
-            print(f"redis-server {version}, {iterations} iterations, one process, µs per op\n")
+            print(
+                f"redis-server {version}, {args.rounds} rounds of {per_round} iterations, one process, "
+                "medians over rounds\n"
+            )
             print(f"{'operation':<28}{'µs':>10}{'x PING':>8}")
-            print(f"{'PING round trip':<28}{ping_us:>10.2f}{1:>8.2f}")
-            for name, op in step_ops(app, iterations).items():
-                op_us = measure_us(op, iterations)
-                print(f"{name:<28}{op_us:>10.2f}{op_us / ping_us:>8.2f}")
+            for name, values in times_us.items():
+                print(f"{name:<28}{statistics.median(values):>10.2f}{statistics.median(ratios[name]):>8.2f}")
         finally:
             for capture in app.__dict__.get("_bench_captures", ()):
                 close_attempt(capture)
