@@ -17,10 +17,13 @@ from celery_defer.errors import (
     DeferredRunTimeoutError,
     NonRetriableError,
     RetryAfterError,
+    StepResultError,
     StoreUnavailableError,
 )
 from celery_defer.parent.call_site import defer
 from celery_defer.parent.task import DeferTask
+from celery_defer.steps.current import step
+from celery_defer.steps.run_steps import Steps
 
 __all__ = [
     "CeleryDeferError",
@@ -34,7 +37,10 @@ __all__ = [
     "NonRetriableError",
     "Parent",
     "RetryAfterError",
+    "StepResultError",
+    "Steps",
     "StoreUnavailableError",
     "create_defer",
     "defer",
+    "step",
 ]

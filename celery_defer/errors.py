@@ -56,6 +56,20 @@ class DeferredRunTimeoutError(NonRetriableError):
     """The deferred run passed its ``timeouts.start`` or ``timeouts.finish``."""
 
 
+class StepResultError(NonRetriableError):
+    """A step's ``fn`` returned a value that is not JSON-serialisable; the run fails without retries.
+
+    Attributes:
+        step_id: the step (with its implicit index, e.g. ``"charge:1"``).
+        run_id: the run it belongs to.
+    """
+
+    def __init__(self, message: str | None = None, *, step_id: str = "", run_id: str = "") -> None:
+        super().__init__(message)
+        self.step_id = step_id
+        self.run_id = run_id
+
+
 class CallSkipped(CeleryDeferError):
     """A ``defer()`` call broke a call-site rule and was skipped; the message says which.
 

@@ -28,11 +28,18 @@ DONE = "done"
 STATS = "stats"
 #: Flow-control limiter state (see ``celery_defer.limits``).
 LIMIT = "limit"
+#: Kept step results of one run (hash: hashed step id -> result), see ``celery_defer.steps``.
+STEPS = "steps"
 
 #: How long recorded defers wait for their parent run to finalize.
 OUTBOX_TTL_S = 7 * 24 * 3600
 #: How long a finished deferred run is remembered, to acknowledge duplicates.
 DONE_TTL_S = 7 * 24 * 3600
+#: How long a run's kept steps wait for its next attempt (as long as its defers do).
+STEPS_TTL_S = OUTBOX_TTL_S
+#: How long kept steps outlive their run's finalization: enough for a late
+#: redelivery of the last message to still skip them, short enough not to pile up.
+STEPS_FINAL_TTL_S = 600
 
 
 class KeySpace:
@@ -63,6 +70,9 @@ class KeySpace:
 
     def resend(self, run_id: str) -> str:
         return f"{self.prefix}:{RESEND}:{run_id}"
+
+    def steps(self, run_id: str) -> str:
+        return f"{self.prefix}:{STEPS}:{run_id}"
 
     def stats(self) -> str:
         return f"{self.prefix}:{STATS}"

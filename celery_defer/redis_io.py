@@ -39,7 +39,7 @@ class Scripts:
 
     Args:
         client: the Redis client.
-        group: the folder under ``lua/`` (``outbox``, ``runs``, ``limits``).
+        group: the folder under ``lua/`` (``outbox``, ``runs``, ``limits``, ``steps``).
         names: the scripts of that folder to register.
     """
 

@@ -52,6 +52,17 @@ class ThrottleStats:
         return (self.starts - 1) / self.span_s if self.starts > 1 and self.span_s > 0 else None
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeStats:
+    """How often the ``charge-card`` step's body ran, against one charge per order."""
+
+    orders: int
+    charges: int
+    charged_once: int
+    #: Orders whose parent task ran again after the charge (a retry).
+    retried: int
+
+
 @dataclass(slots=True)
 class Summary:
     expected: Expectations
@@ -60,6 +71,7 @@ class Summary:
     rows: list[FunctionRow]
     problems: list[str]
     throttles: list[ThrottleStats] = field(default_factory=list)
+    charges: ChargeStats | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,6 +119,7 @@ class _Batch:
     completions: Counter[tuple[int, str]] = field(default_factory=Counter)
     finish_ms: dict[int, int] = field(default_factory=dict)
     parent_retries: int = 0
+    retried_orders: set[int] = field(default_factory=set)
     #: Attempts whose handler saw ``event.data`` of the wrong type.
     wrong_types: list[str] = field(default_factory=list)
 
@@ -138,6 +151,8 @@ def _batch(observed: Observed, orders_by_parent: dict[str, int], rows: dict[str,
         if parent_id in orders_by_parent:
             batch.finish_ms[end.order_id] = end.finish_ms
             batch.parent_retries += end.attempt
+            if end.attempt:
+                batch.retried_orders.add(end.order_id)
     return batch
 
 
@@ -162,6 +177,17 @@ def _check_runs(
             problems.append(f"order {order_id}: {fn} completed {count}x; repeated: {repeated}")
         if pair in batch.first_start_ms and order_id in batch.finish_ms:
             row.latencies_ms.append(batch.first_start_ms[pair] - batch.finish_ms[order_id])
+
+
+def _check_charges(
+    expected: Expectations, observed: Observed, batch: _Batch, problems: list[str]
+) -> ChargeStats:
+    """The charge step ran once per order, retried or not."""
+    counts = [observed.charges.get(order_id, 0) for order_id in range(1, expected.orders + 1)]
+    for order_id, count in enumerate(counts, start=1):
+        if count != 1:
+            problems.append(f"order {order_id}: card charged {count}x, expected once")
+    return ChargeStats(expected.orders, sum(counts), counts.count(1), len(batch.retried_orders))
 
 
 def _check_concurrency(rows: dict[str, FunctionRow], problems: list[str]) -> None:
@@ -221,6 +247,7 @@ def check(
     batch = _batch(observed, orders_by_parent, rows)
     _check_runs(expected, batch, rows, problems)
     _check_concurrency(rows, problems)
+    charges = _check_charges(expected, observed, batch, problems)
     problems += batch.wrong_types
     for row in rows.values():
         if row.retries != row.retries_expected:
@@ -237,5 +264,11 @@ def check(
     if batch.parent_retries != expected.parent_retries:
         problems.append(f"parents retried {batch.parent_retries}x, expected {expected.parent_retries}")
     return Summary(
-        expected, states, batch.parent_retries, list(rows.values()), problems, _throttle_stats(batch, rows)
+        expected,
+        states,
+        batch.parent_retries,
+        list(rows.values()),
+        problems,
+        _throttle_stats(batch, rows),
+        charges,
     )

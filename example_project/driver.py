@@ -10,7 +10,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import redis
-from celery.result import AsyncResult
 
 from celery_defer.settings import read_settings
 from example_project import results
@@ -108,7 +107,10 @@ def parent_states(orders: dict[str, int], *, wait_s: float) -> dict[str, str]:
     deadline = time.monotonic() + wait_s
     states: dict[str, str] = {}
     while True:
-        states = {task_id: AsyncResult(task_id, app=app).state for task_id in orders}
+        # The backend's meta, not AsyncResult(...).state: on Celery 5.4 a read AsyncResult
+        # can sit in a reference cycle until a late GC, whose __del__ then retries for
+        # minutes to unsubscribe from the embedded Redis this script has stopped.
+        states = {task_id: str(app.backend.get_task_meta(task_id)["status"]) for task_id in orders}
         if all(state in _READY_STATES for state in states.values()):
             return states
         if time.monotonic() >= deadline:

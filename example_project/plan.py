@@ -4,8 +4,12 @@ Everything follows from the order id, so the tasks (which act on the plan) and
 the driver (which checks the outcome against it) agree without talking:
 
 - every 7th order fails for good *after* deferring: its defers still run (SPEC 7.1);
+- every order's card is charged in a step (SPEC 6) that defers the receipt
+  (``send-email``); the charge must happen once per order, whatever retries follow;
 - every 11th order's parent task retries once after deferring: its defers run
   once, after the retry succeeds (SPEC 4.5);
+- every 3rd order's stock check times out once *after* the charge step: the
+  retry skips the kept charge, so the card is still charged once;
 - every 5th order sends a malformed address: a call-site skip, no ``send-email`` run;
 - every 4th order's address is greylisted: ``send-email`` fails once, then retries;
 - every 6th order's ``score-order`` asks for a retry once (``RetryAfterError``);
@@ -55,6 +59,10 @@ class OrderPlan:
         return self.order_id % 11 == 0
 
     @property
+    def stock_retries_once(self) -> bool:
+        return self.order_id % 3 == 0
+
+    @property
     def bad_email(self) -> bool:
         return self.order_id % 5 == 0
 
@@ -83,7 +91,7 @@ class OrderPlan:
 
     @property
     def parent_attempts(self) -> int:
-        return 2 if self.parent_retries_once else 1
+        return 2 if self.parent_retries_once or self.stock_retries_once else 1
 
     def expected_runs(self) -> tuple[str, ...]:
         """The deferred functions that must run exactly once for this order."""
@@ -98,8 +106,8 @@ class OrderPlan:
         return retries
 
     def expected_skips(self) -> Counter[str]:
-        """Call-site skips: every attempt of the parent calls ``defer`` with the bad data."""
-        return Counter({SEND_EMAIL: self.parent_attempts} if self.bad_email else {})
+        """Call-site skips: the receipt is deferred in the charge step, which runs once per order."""
+        return Counter({SEND_EMAIL: 1} if self.bad_email else {})
 
 
 def order_plan(order_id: int) -> OrderPlan:

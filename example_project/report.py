@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from example_project.check import FunctionRow, Summary, ThrottleStats, percentile
+from example_project.check import ChargeStats, FunctionRow, Summary, ThrottleStats, percentile
 
 _COLUMNS = (
     ("function", 12), ("expected", 8), ("completed", 9), ("missing", 7), ("extra", 5),
@@ -61,6 +61,14 @@ def _throttle_line(stats: ThrottleStats) -> str:
     )
 
 
+def _charges_line(stats: ChargeStats) -> str:
+    return (
+        f"card charges (step charge-card): {stats.charges} for {stats.orders} orders, "
+        f"{stats.charged_once} charged exactly once; {stats.retried} orders ran again after "
+        "their charge and skipped the kept step"
+    )
+
+
 def _total(summary: Summary) -> list[str]:
     rows = summary.rows
     latencies = summary.latencies_ms()
@@ -99,6 +107,7 @@ def render(summary: Summary, *, wall_s: float, batch_s: float) -> str:
         f"latency parent finish -> deferred start: p50 {_ms(percentile(latencies, 50))} ms, "
         f"p95 {_ms(percentile(latencies, 95))} ms over {len(latencies)} runs",
         *(_throttle_line(stats) for stats in summary.throttles),
+        *([_charges_line(summary.charges)] if summary.charges is not None else []),
     ]
     if summary.ok:
         lines.append("RESULT: OK - every expected deferred run ran exactly once")

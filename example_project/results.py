@@ -8,6 +8,8 @@
 - ``example:active:<function>[:<key value>]`` (counter): handlers of the function
   executing right now (per key value when its concurrency limit has a key).
 - ``example:max-active`` (hash): function -> the most handlers seen executing at once.
+- ``example:charges`` (hash): order id -> how often its card was charged (the
+  ``charge-card`` step's body ran).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ COMPLETED = f"{PREFIX}completed"
 PARENTS = f"{PREFIX}parents"
 ACTIVE = f"{PREFIX}active:"
 MAX_ACTIVE = f"{PREFIX}max-active"
+CHARGES = f"{PREFIX}charges"
 #: The demo's keys expire a day after their last write, on a Redis it shares.
 TTL_S = 24 * 3600
 
@@ -76,6 +79,11 @@ def record_attempt(
 
 def record_completion(app: Celery, *, parent_id: str, function: str) -> None:
     _write(app, COMPLETED, lambda pipe: pipe.hincrby(COMPLETED, f"{parent_id}|{function}", 1))
+
+
+def record_charge(app: Celery, *, order_id: int, amount_cents: int) -> None:
+    """Count one charge of an order's card (``amount_cents`` is what a gateway would take)."""
+    _write(app, CHARGES, lambda pipe: pipe.hincrby(CHARGES, str(order_id), 1))
 
 
 def record_parent_end(app: Celery, *, run_id: str, order_id: int, attempt: int, outcome: str) -> None:
@@ -138,6 +146,8 @@ class Observed:
     parents: dict[str, ParentEnd]
     #: function -> the most handlers seen executing at once (per key value if keyed).
     max_active: dict[str, int] = field(default_factory=dict)
+    #: order id -> how often its card was charged.
+    charges: dict[int, int] = field(default_factory=dict)
 
 
 def load(client: redis.Redis) -> Observed:
@@ -147,7 +157,8 @@ def load(client: redis.Redis) -> Observed:
     pipe.hgetall(COMPLETED)
     pipe.hgetall(PARENTS)
     pipe.hgetall(MAX_ACTIVE)
-    raw_attempts, raw_completed, raw_parents, raw_max_active = pipe.execute()
+    pipe.hgetall(CHARGES)
+    raw_attempts, raw_completed, raw_parents, raw_max_active, raw_charges = pipe.execute()
     attempts = []
     for raw in raw_attempts:
         doc = json.loads(raw)
@@ -163,7 +174,8 @@ def load(client: redis.Redis) -> Observed:
         doc = json.loads(raw)
         parents[run_id.decode()] = ParentEnd(doc["order"], doc["attempt"], doc["outcome"], doc["finish_ms"])
     max_active = {function.decode(): int(count) for function, count in raw_max_active.items()}
-    return Observed(attempts, completed, parents, max_active)
+    charges = {int(order_id): int(count) for order_id, count in raw_charges.items()}
+    return Observed(attempts, completed, parents, max_active, charges)
 
 
 def clear(client: redis.Redis, *, patterns: tuple[str, ...] = (f"{PREFIX}*",)) -> int:

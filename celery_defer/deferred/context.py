@@ -9,6 +9,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from celery.utils.log import get_task_logger
 
 from celery_defer.deferred.payload import DeferCall
+from celery_defer.steps.run_steps import Steps
 
 T = TypeVar("T")
 
@@ -49,6 +50,9 @@ class DeferContext(Generic[T]):
         parents: the run(s) that deferred this one.
         logger: a logger whose records carry this run's id.
         defer: :func:`celery_defer.defer`, to defer further functions from here.
+        step: the run's :class:`~celery_defer.steps.run_steps.Steps` (SPEC section 6):
+            ``ctx.step.run(id, fn, ...)``, ``await ctx.step.run_async(...)``,
+            ``ctx.step.sleep(id, duration)``.
     """
 
     event: DeferEvent[T]
@@ -57,6 +61,7 @@ class DeferContext(Generic[T]):
     parents: list[Parent]
     logger: logging.LoggerAdapter[logging.Logger]
     defer: DeferCall = field(repr=False)
+    step: Steps = field(default_factory=Steps, repr=False)
 
 
 def run_logger(function_id: str, run_id: str) -> logging.LoggerAdapter[logging.Logger]:

@@ -8,11 +8,12 @@ the run is marked done once the defers its handler made are safe in the outbox.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from celery_defer.deferred.admission import Admission, FlowControl, keep_leases
 from celery_defer.deferred.attempt_ends import AttemptEnds
@@ -27,9 +28,12 @@ from celery_defer.errors import (
     DeferredRunTimeoutError,
     DuplicateRun,
     MalformedMessageError,
+    Requeued,
     StoreUnavailableError,
 )
 from celery_defer.parent.call_site import defer
+from celery_defer.settings import settings_for
+from celery_defer.steps.current import steps_of_current_run
 from celery_defer.store import Store, store_for
 
 logger = logging.getLogger(__name__)
@@ -155,6 +159,8 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         message = message.replace(
             started_ms=message.started_ms or now_ms(self.app), passed=tuple(admission.passed)
         )
+        steps = steps_of_current_run()
+        steps.sleeper = functools.partial(self._sleep_run, message, claim)
         context = DeferContext(
             event=DeferEvent(message.event_name, payload, message.event_id, message.event_ts),
             run_id=run_id,
@@ -164,11 +170,15 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             else [],
             logger=run_logger(options.id, run_id),
             defer=defer,
+            step=steps,
         )
         began = time.monotonic()
         try:
             with keep_leases(admission.held, run_id):
                 result = invoke_handler(self.handler, context)
+        except Requeued:  # a step.sleep: the run goes on later, holding nothing meanwhile
+            FlowControl.release(admission.held, run_id, time.monotonic() - began)
+            raise
         except Exception as exc:
             FlowControl.release(admission.held, run_id, time.monotonic() - began)
             self._fail_or_retry(exc, claim, message)
@@ -193,6 +203,16 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         retries = self.request.retries or 0
         claim.hand_over(next_attempt=retries, ttl_ms=ttl_ms, resend=self.resend(waiting, retries=retries))
         self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
+
+    def _sleep_run(
+        self, message: DeferMessage, claim: HeldClaim | None, delay_s: float, reason: str
+    ) -> NoReturn:
+        # Kept for this very attempt number, as a flow-control wait is (see _hold_back).
+        if claim is not None:
+            retries = self.request.retries or 0
+            ttl_ms = int((delay_s + settings_for(self.app).lease_s) * 1000)
+            claim.hand_over(next_attempt=retries, ttl_ms=ttl_ms, resend=self.resend(message, retries=retries))
+        self.requeue(delay_s=delay_s, reason=reason, kwargs=message.to_kwargs())
 
 
 def execute_message(task: DeferredFunction[Any], *args: Any, **kwargs: Any) -> Any:

@@ -18,6 +18,7 @@ from celery_defer.outbox.publish import publish, run_eagerly
 from celery_defer.outbox.record import DeferRecord
 from celery_defer.parent.sink import DeferSink, active_sink
 from celery_defer.settings import settings_for
+from celery_defer.steps.memo import finish_steps
 from celery_defer.store import store_for
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,9 @@ def finalize_unreturned(app: Celery, run_id: str) -> list[DeferRecord] | None:
         return None
     if records:
         logger.info("run %s ended without returning; sending %d recorded defers", run_id, len(records))
-    return records if dispatch(app, run_id, records, eager=False) else []
+    sent = dispatch(app, run_id, records, eager=False)
+    finish_steps(app, run_id)
+    return records if sent else []
 
 
 def finalize_in_background(app: Celery, run_id: str) -> None:

@@ -46,7 +46,7 @@ def begin_attempt(app: Celery, request: Any, task_name: str) -> RunCapture:
             outbox = _outbox(app, eager)
             capture.earlier_ids = frozenset(outbox.recorded_ids(run_id))
             if capture.earlier_ids and isinstance(outbox, RedisOutbox):
-                _lease_attempt(outbox, run_id)
+                lease_attempt(outbox, run_id)
                 capture.leased = True
         except ConfigurationError:
             pass  # no Redis configured: no attempt can have recorded anything
@@ -58,10 +58,13 @@ def begin_attempt(app: Celery, request: Any, task_name: str) -> RunCapture:
     return capture
 
 
-def _lease_attempt(outbox: RedisOutbox, run_id: str) -> None:
-    # While this attempt runs, its lease in the attempts zset says a worker is on
-    # it; if the worker dies, the lease runs out and a recovery pass finalizes
-    # the run (see recovery.py), so earlier attempts' defers are not stranded.
+def lease_attempt(outbox: RedisOutbox, run_id: str) -> None:
+    """Keep the running attempt of ``run_id`` leased until :func:`close_attempt`.
+
+    While it runs, its lease in the attempts zset says a worker is on it; if the
+    worker dies, the lease runs out and a recovery pass finalizes the run (see
+    recovery.py), so what earlier attempts or kept steps recorded is not stranded.
+    """
     default_keeper().register(
         f"attempt:{run_id}",
         lease_s=outbox.settings.lease_s,

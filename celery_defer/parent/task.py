@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery, Task, states
 from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 
-from celery_defer.errors import Requeued
+from celery_defer.errors import Requeued, StepResultError
 from celery_defer.outbox.dispatch import dispatch, finalize_in_background
 from celery_defer.parent.attempt import (
     Finalization,
@@ -23,6 +23,7 @@ from celery_defer.parent.attempt import (
 )
 from celery_defer.parent.capture import RunCapture, current_capture
 from celery_defer.parent.worker_signals import install
+from celery_defer.steps.current import current_steps, open_steps
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ class DeferTask(Task):  # type: ignore[misc]
             # enclosing run, if any.
             return super().__call__(*args, **kwargs)
         capture = begin_attempt(self.app, request, self.name)
+        steps = open_steps(self, capture)
         token = current_capture.set(capture)
+        steps_token = current_steps.set(steps)
         try:
             result = self.run(*args, **kwargs)
         except (Retry, Requeued):
@@ -92,7 +95,9 @@ class DeferTask(Task):  # type: ignore[misc]
             self._end_attempt(request, capture, final=True, now=capture.eager)
             return result
         finally:
+            steps.close()
             close_attempt(capture)
+            current_steps.reset(steps_token)
             current_capture.reset(token)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
@@ -101,6 +106,9 @@ class DeferTask(Task):  # type: ignore[misc]
         ``Task.retry`` publishes the next attempt before it raises; recording
         first means that attempt always finds these defers in the outbox.
         """
+        exc = kwargs.get("exc")
+        if isinstance(exc, StepResultError):
+            raise exc  # retrying cannot make the result JSON: fail now (autoretry_for too)
         hand_over(current_capture.get(), self.request, next_attempt_in_s=self._retry_in_s(kwargs))
         return super().retry(*args, **kwargs)
 

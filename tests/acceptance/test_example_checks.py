@@ -49,7 +49,8 @@ def _perfect_run() -> tuple[Observed, dict[str, str], Counter[str]]:
         for o in range(1, ORDERS + 1)
     }
     max_active = {SEND_EMAIL: 3, SCORE_ORDER: 2, AUDIT_LOG: 4}
-    return Observed(attempts, completed, parents, max_active), states, Counter(expected.skips)
+    charges = {o: 1 for o in range(1, ORDERS + 1)}
+    return Observed(attempts, completed, parents, max_active, charges), states, Counter(expected.skips)
 
 
 def _check(observed: Observed, states: dict[str, str], skips: Counter[str]) -> Summary:
@@ -105,7 +106,9 @@ def test_throttle_figures_are_reported_not_judged() -> None:
         Attempt(a.run_id, a.parent_id, a.function, a.attempt, 1_000, a.saw) for a in observed.attempts
     ]
     summary = _check(
-        Observed(squeezed, observed.completed, observed.parents, observed.max_active), states, skips
+        Observed(squeezed, observed.completed, observed.parents, observed.max_active, observed.charges),
+        states,
+        skips,
     )
     assert summary.ok, summary.problems
     assert summary.throttles[0].peak == sends and summary.throttles[0].per_s is None
@@ -154,3 +157,22 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([5, 1, 3, 2, 4], 50) == 3
     assert percentile(list(range(1, 101)), 95) == 95
+
+
+def test_a_card_charged_twice_or_never_is_flagged() -> None:
+    observed, states, skips = _perfect_run()
+    summary = _check(observed, states, skips)
+    assert summary.charges is not None
+    assert (summary.charges.charges, summary.charges.charged_once) == (ORDERS, ORDERS)
+    assert summary.charges.retried == expectations(ORDERS).parent_retries
+    charges = {**observed.charges, 3: 2}
+    del charges[4]
+    summary = _check(
+        Observed(observed.attempts, observed.completed, observed.parents, observed.max_active, charges),
+        states,
+        skips,
+    )
+    assert summary.problems == [
+        "order 3: card charged 2x, expected once",
+        "order 4: card charged 0x, expected once",
+    ]

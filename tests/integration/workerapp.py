@@ -24,7 +24,7 @@ from celery.signals import task_failure, task_retry, task_success
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_defer, defer
+from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_defer, defer, step
 
 REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
 ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
@@ -349,3 +349,54 @@ def fan_out(fn_id: str, items: list[dict[str, Any]]) -> None:
     """Defers each item to the flow-control function ``fn_id``, in order."""
     for index, item in enumerate(items):
         defer(f"item-{index}", function=flow_functions[fn_id], data=item)
+
+
+def count_body(name: str) -> int:
+    """Count one execution of a step's body, in the test Redis (``body:<name>``)."""
+    return int(_state.incr(f"body:{name}"))
+
+
+@app.task(bind=True)
+def step_parent(self: DeferTask, plan: dict[str, Any]) -> str:
+    """Charges in a step that defers a receipt; then what ``plan`` says (kill, sleep, nap)."""
+    run_id = self.request.id
+
+    def charge() -> dict[str, int]:
+        executions = count_body(run_id)
+        defer("in-step", function=recorder, data={"from": "step"})
+        return {"executions": executions}
+
+    charged = step.run("charge", charge)
+    seen("stepped", run_id=run_id, attempt=self.request.retries, charged=charged)
+    if plan.get("kill") and _state.set(f"killed:{run_id}", 1, nx=True):
+        seen("killing", pid=os.getpid())
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    if plan.get("sleep"):
+        time.sleep(plan["sleep"])
+    if plan.get("nap"):
+        step.sleep("nap", plan["nap"])
+        seen("woke", run_id=run_id, attempt=self.request.retries)
+    return "ok"
+
+
+def step_handler(ctx: Any) -> None:
+    """A deferred run with one step; then naps, or asks for a retry on its first attempt, when told to."""
+    ctx.step.run("count", count_body, ctx.run_id)
+    seen("stepped-run", run_id=ctx.run_id, attempt=ctx.attempt)
+    if ctx.event.data.get("nap"):
+        ctx.step.sleep("nap", ctx.event.data["nap"])
+        seen("woke", run_id=ctx.run_id, attempt=ctx.attempt)
+    if ctx.attempt == 0 and ctx.event.data.get("retry_after"):
+        raise RetryAfterError(ctx.event.data["retry_after"])
+
+
+_SHARED_SLOT: Any = {"limit": 1, "key": lambda event: "step-slot", "scope": "app"}
+step_conc = create_defer(app, {"id": "step-conc", "retries": 2, "concurrency": _SHARED_SLOT}, step_handler)
+hog_conc = create_defer(app, {"id": "hog-conc", "retries": 0, "concurrency": _SHARED_SLOT}, flow_run)
+
+
+@app.task
+def defer_one(fn_id: str, data: dict[str, Any]) -> None:
+    """Defers one run of ``step-conc`` or ``hog-conc``."""
+    function = step_conc if fn_id == "step-conc" else hog_conc
+    defer("one", function=function, data=data)

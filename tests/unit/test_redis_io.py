@@ -24,7 +24,7 @@ def all_scripts() -> list[str]:
 
 def test_scripts_are_grouped_and_each_loads_with_the_prelude():
     names = all_scripts()
-    assert {name.split("/")[0] for name in names} == {"outbox", "runs", "limits", "indexes"}
+    assert {name.split("/")[0] for name in names} == {"outbox", "runs", "limits", "indexes", "steps"}
     for name in names:
         source = lua_source(name)
         assert source.startswith("-- Prepended to every script")
