@@ -16,6 +16,7 @@ DEFERS = 3
 KILLS = 4
 
 
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("acks_late", [False, True], ids=["acks_early", "acks_late"])
 def test_every_deferred_run_completes_once_through_a_kill_storm(start_worker, app_module, seen, acks_late):
     plan = {"defers": {f"d{i}": {"sleep": 0.3} for i in range(DEFERS)}}

@@ -62,7 +62,12 @@ app.conf.update(
         # CDT_FAST_RESTORE: a dead worker's unacknowledged messages come back after
         # 3 s, looked for every second (kombu's default: every 100 s). Kill tests
         # want it; it also hands out again any ETA message held longer than 3 s.
-        **({"unacked_restore_interval": 1, "unacked_restore_throttle": 1} if FAST_RESTORE else {}),
+        # The restore lock of a worker killed while it restored lapses in 5 s (kombu: 300 s).
+        **(
+            {"unacked_restore_interval": 1, "unacked_restore_throttle": 1, "unacked_mutex_expire": 5}
+            if FAST_RESTORE
+            else {}
+        ),
     }
     if BROKER_URL.startswith("redis")
     else {},
