@@ -25,6 +25,7 @@ def test_every_deferred_run_completes_once_through_a_kill_storm(start_worker, ap
         worker = start_worker(acks_late=acks_late, env={"CDT_FAST_RESTORE": "1"})
         time.sleep(1.5)  # mid-batch: some runs finished, some mid-handler, some queued
         worker.kill()
+    time.sleep(3.5)  # past the visibility timeout: the last worker's first sweep gives back all
     start_worker(acks_late=acks_late, env={"CDT_FAST_RESTORE": "1"})
     expected = {(result.id, f"d{i}") for result in results for i in range(DEFERS)}
 
