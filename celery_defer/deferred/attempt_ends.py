@@ -12,7 +12,7 @@ import functools
 import logging
 from typing import Any, ClassVar, NoReturn
 
-from celery.exceptions import Reject, Retry, Terminated, WorkerLostError
+from celery.exceptions import Retry, Terminated, WorkerLostError
 
 from celery_defer.background import background
 from celery_defer.config.options import FunctionOptions
@@ -20,8 +20,7 @@ from celery_defer.deferred.claims import HeldClaim
 from celery_defer.deferred.message import DeferMessage, resend_message
 from celery_defer.deferred.retries import retry_delay_s
 from celery_defer.deferred.timeouts import now_ms, remaining_time_limits
-from celery_defer.errors import Requeued, StoreUnavailableError
-from celery_defer.parent.attempt import hand_over
+from celery_defer.errors import StoreUnavailableError
 from celery_defer.parent.capture import current_capture
 from celery_defer.parent.task import DeferTask
 from celery_defer.settings import settings_for
@@ -152,30 +151,3 @@ class AttemptEnds(DeferTask):
             request, None, kwargs, countdown=delay_s, retries=request.retries + 1, throw=False
         )
         return Retry(exc=exc, when=delay_s, is_eager=True, sig=signature)
-
-    def requeue(self, *, delay_s: float, reason: str, kwargs: dict[str, Any] | None = None) -> NoReturn:
-        """Put this run back on the queue after ``delay_s``, spending no retry.
-
-        Raises:
-            Requeued: the worker acknowledges this message; the new one carries the run.
-            Reject: the new message could not be sent; the broker keeps this one
-                when ``acks_late`` is on.
-        """
-        request = self.request
-        signature = self.signature_from_request(
-            request, None, kwargs, countdown=max(delay_s, 0.0), retries=request.retries or 0
-        )
-        hand_over(current_capture.get(), request, next_attempt_in_s=delay_s)
-        try:
-            signature.apply_async()
-        except Exception as exc:
-            if self.acks_late:
-                logger.error(
-                    "deferred run %s could not wait its turn (%s); the broker keeps it", request.id, exc
-                )
-                raise Reject(exc, requeue=True) from exc
-            # The message is already acknowledged: fail for all to see, never vanish.
-            logger.error("deferred run %s failed: it could not be put back on the queue", request.id)
-            raise
-        logger.debug("deferred run %s waits %.3fs: %s", request.id, delay_s, reason)
-        raise Requeued(reason)

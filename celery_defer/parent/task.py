@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task, states
 from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
@@ -121,6 +121,36 @@ class DeferTask(Task):  # type: ignore[misc]
         if countdown is None:
             countdown = self.default_retry_delay
         return float(countdown or 0)
+
+    def requeue(self, *, delay_s: float, reason: str, kwargs: dict[str, Any] | None = None) -> NoReturn:
+        """Put this run back on the queue after ``delay_s``, spending no retry.
+
+        The attempt's defers are recorded first (as ``retry()`` does), then the same
+        message is sent again with an ETA, and the attempt ends with ``Requeued``:
+        a non-final end, so nothing finalizes and the pool slot is free meanwhile.
+        Flow-control waits, waits for Redis and ``step.sleep`` all come here.
+
+        Raises:
+            Requeued: the worker acknowledges this message; the new one carries the run.
+            Reject: the new message could not be sent; the broker keeps this one
+                when ``acks_late`` is on.
+        """
+        request = self.request
+        signature = self.signature_from_request(
+            request, None, kwargs, countdown=max(delay_s, 0.0), retries=request.retries or 0
+        )
+        hand_over(current_capture.get(), request, next_attempt_in_s=delay_s)
+        try:
+            signature.apply_async()
+        except Exception as exc:
+            if self.acks_late:
+                logger.error("run %s could not wait (%s: %s); the broker keeps it", request.id, reason, exc)
+                raise Reject(exc, requeue=True) from exc
+            # The message is already acknowledged: fail for all to see, never vanish.
+            logger.error("run %s failed: it could not be put back on the queue (%s)", request.id, reason)
+            raise
+        logger.debug("run %s waits %.3fs: %s", request.id, delay_s, reason)
+        raise Requeued(reason)
 
     def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
         records = end_attempt(capture, final=final)

@@ -7,22 +7,24 @@ calls. Outside a run the calls go to a ``Steps`` with no run behind it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from celery_defer.config.durations import Duration
 from celery_defer.parent.capture import RunCapture
-from celery_defer.steps.requeue import requeue_parent
 from celery_defer.steps.run_steps import Steps
 
 current_steps: ContextVar[Steps | None] = ContextVar("celery_defer_steps", default=None)
 
 
 def open_steps(task: Any, capture: RunCapture) -> Steps:
-    """The steps of one attempt of ``task``; a sleep re-sends its message."""
-    return Steps(capture, sleeper=functools.partial(requeue_parent, task))
+    """The steps of one attempt of ``task`` (a ``DeferTask``); a sleep requeues its run."""
+
+    def sleep(delay_s: float, reason: str) -> Any:
+        return task.requeue(delay_s=delay_s, reason=reason)
+
+    return Steps(capture, sleeper=sleep)
 
 
 def steps_of_current_run() -> Steps:
