@@ -50,7 +50,7 @@ def test_each_recorded_defer_runs_once_whatever_the_kill_point(
 
     start_worker(acks_late=acks_late, env=FAST_RESTORE)
     expected = EXPECTED[(point, acks_late)]
-    wait_for(lambda: {run["defer_id"] for run in seen("finished")} >= expected, timeout_s=45)
+    wait_for(lambda: {run["defer_id"] for run in seen("finished")} >= expected, timeout_s=90)
     time.sleep(4)  # redelivery, recovery and any duplicate show up by now
     started = Counter(run["defer_id"] for run in seen("run"))
     finished = Counter(run["defer_id"] for run in seen("finished"))
