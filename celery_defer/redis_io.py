@@ -5,6 +5,10 @@
 - Scripts live in ``celery_defer/lua/<group>/<name>.lua``; each is loaded with
   ``lua/prelude.lua`` in front, which gives every script the same clock
   (``redis_now_ms()``, Redis ``TIME``).
+- The client is a ``redis.Redis`` or, for Redis Cluster, a ``redis.cluster.RedisCluster``
+  (:data:`StoreClient`); every key a script gets shares one hash slot
+  (``celery_defer.keys``), so redis-py routes each script call to the node that
+  owns it, and reloads the script there on ``NOSCRIPT``.
 - Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
   was being done, with the driver's error as ``__cause__``: callers deal with one
   exception whether the server is down, slow, read-only or refused a script.
@@ -16,14 +20,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from celery_defer.errors import ConfigurationError, StoreUnavailableError
+
+#: A client of the state store: one Redis server, or a Redis Cluster.
+StoreClient: TypeAlias = "redis.Redis | RedisCluster"
 
 
 @cache
@@ -43,7 +52,8 @@ class Scripts:
         names: the scripts of that folder to register.
     """
 
-    def __init__(self, client: redis.Redis, group: str, names: Sequence[str]) -> None:
+    def __init__(self, client: StoreClient, group: str, names: Sequence[str]) -> None:
+        self._client = client
         self._scripts: dict[str, Script] = {
             name: client.register_script(lua_source(f"{group}/{name}")) for name in names
         }
@@ -53,13 +63,35 @@ class Scripts:
         with reaching(doing):
             return self._scripts[name](keys=list(keys), args=list(args))
 
+    def each(
+        self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], *, doing: str
+    ) -> list[Any]:
+        """Run script ``name`` once per ``(keys, args)`` in one pipeline (one round trip per node).
+
+        For walks over every shard. A call that finds the script not loaded on its
+        node (a restarted or new node) is run again alone, which loads it.
+        """
+        script = self._scripts[name]
+        with reaching(doing):
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            for index, reply in enumerate(replies):
+                if isinstance(reply, NoScriptError):
+                    keys, args = calls[index]
+                    replies[index] = script(keys=list(keys), args=list(args))
+                elif isinstance(reply, Exception):
+                    raise reply
+        return replies
+
 
 @contextmanager
 def reaching(doing: str) -> Iterator[None]:
     """Turn a Redis failure while ``doing`` something into :class:`StoreUnavailableError`."""
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise StoreUnavailableError(f"{doing}: {exc}") from exc
 
 

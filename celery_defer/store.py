@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-import redis
 from celery import Celery
 
 from celery_defer.deferred.claims import RunClaims
@@ -18,7 +17,7 @@ from celery_defer.keys import KeySpace
 from celery_defer.limits.redis_backend import RedisLimitBackend
 from celery_defer.outbox.redis_outbox import RedisOutbox
 from celery_defer.redis_clock import LOCAL_CLOCK, RedisClock
-from celery_defer.redis_io import connect
+from celery_defer.redis_io import StoreClient, connect
 from celery_defer.settings import Settings, settings_for
 from celery_defer.stats import Counters
 
@@ -27,7 +26,7 @@ from celery_defer.stats import Counters
 class Store:
     """Everything celery_defer keeps in Redis for one app."""
 
-    client: redis.Redis
+    client: StoreClient
     settings: Settings
     keys: KeySpace
     outbox: RedisOutbox
@@ -37,7 +36,7 @@ class Store:
     clock: RedisClock
 
     @classmethod
-    def build(cls, client: redis.Redis, settings: Settings) -> Store:
+    def build(cls, client: StoreClient, settings: Settings) -> Store:
         keyspace = KeySpace(settings.key_prefix)
         clock = RedisClock(client)
         return cls(

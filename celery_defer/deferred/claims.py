@@ -18,12 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-import redis
-
 from celery_defer import keys
 from celery_defer.background import background
 from celery_defer.lease_keeper import default_keeper
-from celery_defer.redis_io import Scripts
+from celery_defer.redis_io import Scripts, StoreClient
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +48,14 @@ class RunClaims:
     Every method raises :class:`~celery_defer.StoreUnavailableError` when Redis fails.
     """
 
-    def __init__(self, client: redis.Redis, keyspace: keys.KeySpace) -> None:
+    def __init__(self, client: StoreClient, keyspace: keys.KeySpace) -> None:
         self.keys = keyspace
         self._script = Scripts(client, "runs", _SCRIPTS)
         self._take_due = Scripts(client, "indexes", ("take_due",))
 
     def _run_keys(self, run_id: str) -> list[str]:
         k = self.keys
-        return [k.claim(run_id), k.done(run_id), k.inflight(), k.resend(run_id)]
+        return [k.claim(run_id), k.done(run_id), k.inflight(run_id), k.resend(run_id)]
 
     def claim(self, run_id: str, holder: str, *, lease_ms: int, attempt: int, resend: str) -> ClaimResult:
         """Claim a deferred run for ``holder`` before its handler starts.
@@ -77,7 +75,7 @@ class RunClaims:
         """Extend the claim's lease; False when ``holder`` no longer has it."""
         renewed = self._script(
             "renew",
-            [self.keys.claim(run_id), self.keys.inflight()],
+            [self.keys.claim(run_id), self.keys.inflight(run_id)],
             [holder, lease_ms, run_id],
             doing=f"renewing deferred run {run_id}",
         )
@@ -89,7 +87,7 @@ class RunClaims:
         """Reserve the run for its attempt ``next_attempt``, whose message ``resend`` is about to be sent."""
         self._script(
             "retry",
-            [self.keys.claim(run_id), self.keys.inflight(), self.keys.resend(run_id)],
+            [self.keys.claim(run_id), self.keys.inflight(run_id), self.keys.resend(run_id)],
             [holder, next_attempt, ttl_ms, run_id, resend, keys.DONE_TTL_S],
             doing=f"handing deferred run {run_id} to its next attempt",
         )
@@ -104,11 +102,13 @@ class RunClaims:
         )
 
     def take_lapsed(self, *, limit: int, lease_ms: int) -> list[str]:
-        """Take runs in flight whose time came (recovery); hidden from other passes for ``lease_ms``."""
-        ids = self._take_due(
-            "take_due", [self.keys.inflight()], [limit, lease_ms], doing="looking for lapsed deferred runs"
-        )
-        return list(ids)
+        """Take runs in flight whose time came (recovery), ``limit`` per shard.
+
+        A run taken is hidden from other passes for ``lease_ms``.
+        """
+        calls = [([self.keys.inflight(shard)], [limit, lease_ms]) for shard in self.keys.shards()]
+        taken = self._take_due.each("take_due", calls, doing="looking for lapsed deferred runs")
+        return [run_id for ids in taken for run_id in ids]
 
     def message_to_resend(self, run_id: str) -> str | None:
         """The message that starts a lapsed run again, or ``None`` when it needs none."""

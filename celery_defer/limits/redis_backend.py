@@ -10,8 +10,6 @@ from __future__ import annotations
 import uuid
 from typing import cast
 
-import redis
-
 from celery_defer.keys import avg_key, cancel_key, seen_key, waiters_key
 from celery_defer.limits.backend import (
     AVG_TTL_MS,
@@ -24,7 +22,7 @@ from celery_defer.limits.backend import (
     SingletonMode,
     SingletonResult,
 )
-from celery_defer.redis_io import Scripts
+from celery_defer.redis_io import Scripts, StoreClient
 
 _SCRIPTS = (
     "concurrency_acquire",
@@ -51,14 +49,14 @@ class RedisLimitBackend(LimitBackend):
     """Flow-control state in Redis, shared by every worker that uses the same server.
 
     Args:
-        client: a ``redis.Redis`` client made with ``decode_responses=True``
+        client: a ``redis.Redis`` or ``RedisCluster`` client made with ``decode_responses=True``
             (as :func:`celery_defer.redis_io.connect` makes them).
 
     Raises:
         StoreUnavailableError: from every operation, when Redis fails.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: StoreClient) -> None:
         self._call = Scripts(client, "limits", _SCRIPTS)
 
     def lease_acquire(

@@ -79,7 +79,7 @@ def test_recovery_pass_sends_a_finalized_outbox_nobody_dispatched(start_worker, 
     assert runs[0]["run_id"] == deferred_run_id("orphan-run", "left")
     assert runs[0]["data"] == {"k": 1}
     wait_for(lambda: not store.client.exists(store.keys.outbox("orphan-run")))
-    assert store.client.zcard(store.keys.finalized()) == 0
+    assert store.client.zcard(store.keys.finalized("orphan-run")) == 0
 
 
 def test_every_key_the_library_writes_has_a_ttl_or_is_gone(start_worker, app_module, seen, redis_url):
@@ -94,7 +94,7 @@ def test_every_key_the_library_writes_has_a_ttl_or_is_gone(start_worker, app_mod
     wait_for(lambda: len(seen("end")) == 12, timeout_s=30)
     client = redis.Redis.from_url(f"{redis_url}/2")
     time.sleep(0.5)
-    keys = client.keys("celery_defer:*")
+    keys = client.keys("{celery_defer:*")
     assert keys, "the library wrote no state at all?"
     without_ttl = [key for key in keys if client.ttl(key) < 0]
     assert without_ttl == []
