@@ -24,12 +24,13 @@ from typing import Any, TypeAlias
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from celery_defer.errors import ConfigurationError, StoreUnavailableError
+from celery_defer.redis_urls import ClusterUrl, is_cluster_url, parse_cluster_url
 
 #: A client of the state store: one Redis server, or a Redis Cluster.
 StoreClient: TypeAlias = "redis.Redis | RedisCluster"
@@ -75,7 +76,9 @@ class Scripts:
         with reaching(doing):
             pipe = self._client.pipeline(transaction=False)
             for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # execute_command: redis-py blocks pipe.evalsha on a cluster because a
+                # pipeline cannot reload a script; a NOSCRIPT reply is handled below.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies: list[Any] = pipe.execute(raise_on_error=False)
             for index, reply in enumerate(replies):
                 if isinstance(reply, NoScriptError):
@@ -95,12 +98,23 @@ def reaching(doing: str) -> Iterator[None]:
         raise StoreUnavailableError(f"{doing}: {exc}") from exc
 
 
-def connect(url: str) -> redis.Redis:
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3)
+
+
+def connect(url: str) -> StoreClient:
     """Return a client for the library's state store at ``url``.
 
+    ``redis://`` and ``rediss://`` give one server's client; ``redis+cluster://``
+    and ``rediss+cluster://`` (``celery_defer.redis_urls``) a Redis Cluster client,
+    made with the same decoding, timeouts and retries.
+
     Raises:
-        ConfigurationError: redis-py does not accept the URL.
+        ConfigurationError: the URL is not one of these.
+        StoreUnavailableError: no seed node of a cluster answered.
     """
+    if is_cluster_url(url):
+        return _connect_cluster(parse_cluster_url(url))
     try:
         return redis.Redis.from_url(
             url,
@@ -108,7 +122,7 @@ def connect(url: str) -> redis.Redis:
             socket_timeout=10,
             socket_connect_timeout=5,
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry=_retry(),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     except ValueError as exc:
@@ -116,3 +130,26 @@ def connect(url: str) -> redis.Redis:
             f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",
             key="defer_redis_url",
         ) from exc
+
+
+def _connect_cluster(parsed: ClusterUrl) -> RedisCluster:
+    options: dict[str, Any] = dict(parsed.options)
+    if "ssl_check_hostname" in options:
+        options["ssl_check_hostname"] = options["ssl_check_hostname"].lower() in ("1", "true", "yes")
+    seeds = ", ".join(f"{host}:{port}" for host, port in parsed.nodes)
+    # The client asks a seed node for the slot map at once: that is the first call.
+    with reaching(f"reaching the Redis Cluster at {seeds}"):
+        return RedisCluster(
+            startup_nodes=[
+                ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in parsed.nodes
+            ],
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.tls,
+            decode_responses=True,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            retry=_retry(),
+            **options,
+        )
