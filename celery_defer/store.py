@@ -1,13 +1,16 @@
 """The library's Redis state of one Celery app: the outbox, run claims, limits, counters.
 
 ``store_for(app)`` builds it on first use from the app's settings and keeps it
-on the app: one client per app, shared by every part.
+on the app: one client per app and process, shared by every part. A forked pool
+process builds its own: a ``redis.Redis`` pool notices the fork by itself, a
+Redis Cluster client does not (its locks and slot map may be copied mid-use).
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import Celery
 
@@ -34,6 +37,8 @@ class Store:
     limits: RedisLimitBackend
     stats: Counters
     clock: RedisClock
+    #: The process that built it: a forked child builds its own.
+    pid: int = field(default_factory=os.getpid)
 
     @classmethod
     def build(cls, client: StoreClient, settings: Settings) -> Store:
@@ -54,6 +59,15 @@ class Store:
 _stores_lock = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    # A fork copies the lock as it was: held, if another thread was building a store.
+    global _stores_lock
+    _stores_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def store_for(app: Celery) -> Store:
     """Return the :class:`Store` of ``app``, made on first use.
 
@@ -62,7 +76,7 @@ def store_for(app: Celery) -> Store:
     """
     store: Store | None = app.__dict__.get("_celery_defer_store")
     settings = settings_for(app)
-    if store is not None and store.settings is settings:
+    if store is not None and store.settings is settings and store.pid == os.getpid():
         return store
     url = settings.require_redis_url()
     with _stores_lock:
