@@ -36,12 +36,18 @@ from celery_defer.redis_urls import ClusterUrl, is_cluster_url, parse_cluster_ur
 StoreClient: TypeAlias = "redis.Redis | RedisCluster"
 
 
+#: The scripts' folder, found when this module is imported. Finding it later goes
+#: through the import machinery (``importlib.resources`` imports its readers on
+#: first use): a pool process forked while another thread of its parent was in
+#: there inherits that module's import lock held, and hangs on it for good.
+_LUA = resources.files("celery_defer") / "lua"
+_PRELUDE = (_LUA / "prelude.lua").read_text("utf-8")
+
+
 @cache
 def lua_source(name: str) -> str:
     """Return the text of script ``name`` (``"outbox/record"``), prelude first."""
-    lua = resources.files("celery_defer") / "lua"
-    prelude = (lua / "prelude.lua").read_text("utf-8")
-    return prelude + (lua / f"{name}.lua").read_text("utf-8")
+    return _PRELUDE + (_LUA / f"{name}.lua").read_text("utf-8")
 
 
 class Scripts:
