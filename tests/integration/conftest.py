@@ -2,7 +2,9 @@
 
 ``CDT_STATE_STORE=cluster`` puts the worker app's state store (``defer_redis_url``)
 on a private Redis Cluster for the whole session; the broker and the results stay
-on the single private Redis (Celery's broker is never a cluster).
+on the single private Redis (Celery's broker is never a cluster). The tests that
+run both ways are those that reach the state only through the library (``store_for``):
+the files listed in ``.ci/run`` and the README's Development section.
 """
 
 from __future__ import annotations
