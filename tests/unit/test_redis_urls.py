@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from celery_defer import ConfigurationError
+from celery_defer.embedded_redis import free_port
+from celery_defer.errors import StoreUnavailableError
 from celery_defer.keys import SHARDS, KeySpace, keyed_limit, waiters_key
 from celery_defer.redis_io import connect
 from celery_defer.redis_urls import ClusterUrl, is_cluster_url, parse_cluster_url
@@ -64,3 +66,8 @@ def test_a_guard_key_is_its_own_tag_and_its_sub_keys_keep_it() -> None:
     unkeyed = keys.limit("concurrency", "fn")
     assert unkeyed == "{app:limit:concurrency:fn}"
     assert keyed_limit(unkeyed, key[-25:-1]) == key
+
+
+def test_a_cluster_nobody_answers_is_unavailable_not_a_crash() -> None:
+    with pytest.raises(StoreUnavailableError, match=r"reaching the Redis Cluster at 127\.0\.0\.1:"):
+        connect(f"redis+cluster://127.0.0.1:{free_port()}")
