@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from celery_defer.cli.outbox_state import read_outbox
 from celery_defer.keys import KeySpace
 from celery_defer.limits import RedisLimitBackend
 from celery_defer.outbox.record import DeferRecord, ParentRef
@@ -149,3 +150,12 @@ def test_counters_of_every_shard_are_summed(store: Store) -> None:
         store.stats.count("duplicate:f", run_id=run_id)
     assert len({store.keys.shard(run_id) for run_id in RUNS}) > 1
     assert store.stats.counters() == {"duplicate:f": len(RUNS)}
+
+
+def test_the_pending_view_reads_every_shard(store: Store) -> None:
+    for run_id in RUNS:
+        store.outbox.record(run_id, [record(run_id, "a")], final=True)
+    state = read_outbox(store, limit=5)
+    assert state.pending_total == len(RUNS)
+    assert len(state.pending) == 5
+    assert [run.due_in_s for run in state.pending] == sorted(run.due_in_s for run in state.pending)
