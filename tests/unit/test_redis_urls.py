@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from celery import Celery
 
 from celery_defer import ConfigurationError
 from celery_defer.embedded_redis import free_port
@@ -10,6 +11,7 @@ from celery_defer.errors import StoreUnavailableError
 from celery_defer.keys import SHARDS, KeySpace, keyed_limit, waiters_key
 from celery_defer.redis_io import connect
 from celery_defer.redis_urls import ClusterUrl, is_cluster_url, parse_cluster_url
+from celery_defer.settings import read_settings
 
 
 def test_a_cluster_url_names_its_seed_nodes_credentials_and_tls() -> None:
@@ -71,3 +73,11 @@ def test_a_guard_key_is_its_own_tag_and_its_sub_keys_keep_it() -> None:
 def test_a_cluster_nobody_answers_is_unavailable_not_a_crash() -> None:
     with pytest.raises(StoreUnavailableError, match=r"reaching the Redis Cluster at 127\.0\.0\.1:"):
         connect(f"redis+cluster://127.0.0.1:{free_port()}")
+
+
+def test_a_prefix_with_braces_is_refused_naming_the_setting() -> None:
+    app = Celery("braces", set_as_current=False)
+    app.conf.defer_key_prefix = "shop{eu}"
+    with pytest.raises(ConfigurationError, match="defer_key_prefix") as caught:
+        read_settings(app)
+    assert caught.value.key == "defer_key_prefix"
