@@ -5,6 +5,10 @@
 - Scripts live in ``celery_defer/lua/<group>/<name>.lua``; each is loaded with
   ``lua/prelude.lua`` in front, which gives every script the same clock
   (``redis_now_ms()``, Redis ``TIME``).
+- With replicas that must acknowledge writes (Sentinel: one, by default), each
+  script is followed by ``WAIT`` on the same connection: a failover then promotes a
+  replica that holds every write a caller was told succeeded, and a write the
+  replicas did not confirm fails like any other (callers try again).
 - Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
   was being done, with the driver's error as ``__cause__``: callers deal with one
   exception whether the server is down, slow, read-only or refused a script.
@@ -12,18 +16,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from celery_defer.errors import ConfigurationError, StoreUnavailableError
+from celery_defer.redis_urls import (
+    ReplicaAcks,
+    check_transport_options,
+    is_sentinel_url,
+    parse_sentinel_url,
+    replica_acks,
+)
+
+
+class StateClient(redis.Redis):
+    """The state store's client: a ``redis.Redis`` that knows which replicas must ack a script."""
+
+    replica_acks: ReplicaAcks = ReplicaAcks()
 
 
 @cache
@@ -44,6 +62,8 @@ class Scripts:
     """
 
     def __init__(self, client: redis.Redis, group: str, names: Sequence[str]) -> None:
+        self._client = client
+        self._acks = client.replica_acks if isinstance(client, StateClient) else ReplicaAcks()
         self._scripts: dict[str, Script] = {
             name: client.register_script(lua_source(f"{group}/{name}")) for name in names
         }
@@ -51,7 +71,19 @@ class Scripts:
     def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
         """Run script ``name``; ``doing`` says what for, in the error when Redis fails."""
         with reaching(doing):
-            return self._scripts[name](keys=list(keys), args=list(args))
+            if not self._acks.replicas:
+                return self._scripts[name](keys=list(keys), args=list(args))
+            # WAIT counts the writes of its own connection: one pipeline keeps both on one.
+            pipe = self._client.pipeline(transaction=False)
+            self._scripts[name](keys=list(keys), args=list(args), client=pipe)
+            pipe.wait(self._acks.replicas, self._acks.timeout_ms)
+            reply, acked = pipe.execute()
+        if int(acked) < self._acks.replicas:
+            raise StoreUnavailableError(
+                f"{doing}: {acked} of {self._acks.replicas} replicas confirmed the write "
+                f"within {self._acks.timeout_ms} ms"
+            )
+        return reply
 
 
 @contextmanager
@@ -63,22 +95,68 @@ def reaching(doing: str) -> Iterator[None]:
         raise StoreUnavailableError(f"{doing}: {exc}") from exc
 
 
-def connect(url: str) -> redis.Redis:
+def _client_options() -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
+def connect(url: str, *, transport_options: Mapping[str, Any] | None = None) -> redis.Redis:
     """Return a client for the library's state store at ``url``.
 
+    Args:
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL, or ``sentinel://``
+            URLs separated by ``;`` (see ``celery_defer.redis_urls``).
+        transport_options: ``defer_redis_transport_options``.
+
     Raises:
-        ConfigurationError: redis-py does not accept the URL.
+        ConfigurationError: redis-py does not accept the URL, or an option is wrong.
     """
+    options = check_transport_options(transport_options)
+    acks = replica_acks(url, options)
+    if is_sentinel_url(url):
+        client = _sentinel_master(url, options)
+    else:
+        client = _single_server(url)
+    client.replica_acks = acks
+    return client
+
+
+def _sentinel_master(url: str, options: Mapping[str, Any]) -> StateClient:
+    # The pool asks the sentinels for the master on every new connection, and drops a
+    # connection whose server answers READONLY (a demoted master) as a ConnectionError:
+    # the retry below reconnects to whichever server was promoted.
+    target = parse_sentinel_url(url, options)
+    client_options = _client_options()
+    sentinel_kwargs = {
+        "socket_timeout": client_options["socket_timeout"],
+        "socket_connect_timeout": client_options["socket_connect_timeout"],
+        **target.sentinel_kwargs,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        min_other_sentinels=target.min_other_sentinels,
+        sentinel_kwargs=sentinel_kwargs,
+    )
+    credentials = {"username": target.username, "password": target.password}
+    master = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master_name,
+        redis_class=StateClient,
+        db=target.db,
+        **{name: value for name, value in credentials.items() if value is not None},
+        **client_options,
+    )
+    return cast(StateClient, master)
+
+
+def _single_server(url: str) -> StateClient:
     try:
-        return redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
+        return cast(StateClient, StateClient.from_url(url, **_client_options()))
     except ValueError as exc:
         raise ConfigurationError(
             f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
 
 from celery_defer.errors import ConfigurationError
+from celery_defer.redis_urls import check_transport_options
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +21,7 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 #: Every setting this library reads; any other ``defer_*`` name is a mistake.
 KNOWN_SETTINGS = (
     "defer_redis_url",
+    "defer_redis_transport_options",
     "defer_key_prefix",
     "defer_recovery_interval",
     "defer_max_per_run",
@@ -35,6 +38,7 @@ class Settings:
     """The library's settings for one Celery app, with defaults applied."""
 
     redis_url: str | None
+    redis_transport_options: Mapping[str, Any] = field(default_factory=dict)
     key_prefix: str = "celery_defer"
     recovery_interval_s: float = 30.0
     max_per_run: int = 1000
@@ -111,6 +115,7 @@ def read_settings(app: Celery) -> Settings:
         raise ConfigurationError("defer_key_prefix must be a non-empty string", key="defer_key_prefix")
     return Settings(
         redis_url=redis_url,
+        redis_transport_options=check_transport_options(_lookup(conf, "defer_redis_transport_options")),
         key_prefix=prefix,
         recovery_interval_s=_number(conf, "defer_recovery_interval", 30.0, minimum=0.1),
         max_per_run=int(_number(conf, "defer_max_per_run", 1000, minimum=1)),
