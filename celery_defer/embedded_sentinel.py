@@ -45,7 +45,9 @@ class SentinelGroup:
         down_after_ms: how long the sentinel waits before it calls a silent master down.
     """
 
-    def __init__(self, *, binary: str | None = None, durable: bool = False, down_after_ms: int = 2000) -> None:
+    def __init__(
+        self, *, binary: str | None = None, durable: bool = False, down_after_ms: int = 2000
+    ) -> None:
         self.binary = binary or find_redis_server()
         self.master = RedisServer(binary=self.binary, durable=durable)
         self.replica = RedisServer(binary=self.binary, durable=durable)

@@ -119,10 +119,7 @@ def connect(url: str, *, transport_options: Mapping[str, Any] | None = None) -> 
     """
     options = check_transport_options(transport_options)
     acks = replica_acks(url, options)
-    if is_sentinel_url(url):
-        client = _sentinel_master(url, options)
-    else:
-        client = _single_server(url)
+    client = _sentinel_master(url, options) if is_sentinel_url(url) else _single_server(url)
     client.replica_acks = acks
     return client
 

@@ -160,7 +160,8 @@ def _split(part: str) -> Any:
         parsed = urlsplit(part)
         parsed.port  # noqa: B018 (urlsplit checks the port only when it is read)
     except ValueError as exc:
-        raise ConfigurationError(f"{_URL_KEY}: {_redacted(part)!r} is not a URL: {exc}", key=_URL_KEY) from exc
+        message = f"{_URL_KEY}: {_redacted(part)!r} is not a URL: {exc}"
+        raise ConfigurationError(message, key=_URL_KEY) from exc
     if parsed.scheme.lower() != SENTINEL_SCHEME:
         raise ConfigurationError(
             f"{_URL_KEY}: {_redacted(part)!r} is not a sentinel:// URL; with Sentinel every "
