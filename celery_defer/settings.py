@@ -21,7 +21,6 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 #: Every setting this library reads; any other ``defer_*`` name is a mistake.
 KNOWN_SETTINGS = (
     "defer_redis_url",
-    "defer_redis_transport_options",
     "defer_key_prefix",
     "defer_recovery_interval",
     "defer_max_per_run",
@@ -29,6 +28,7 @@ KNOWN_SETTINGS = (
     "defer_lease",
     "defer_retry_base_delay",
     "defer_retry_max_delay",
+    "defer_redis_transport_options",
 )
 _OURS = re.compile(r"^(celery_)?defer_", re.IGNORECASE)
 
