@@ -126,6 +126,7 @@ def record_run(ctx: Any) -> None:
         attempt=ctx.attempt,
         data=data,
         pid=os.getpid(),
+        queue_prefix=QUEUE_PREFIX,
     )
     if data.get("fail_times", 0) > ctx.attempt:
         raise RuntimeError(f"planned failure {ctx.attempt}")
