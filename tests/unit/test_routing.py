@@ -46,3 +46,10 @@ def test_a_record_kept_before_routes_were_carried_still_loads_and_sends():
     old = DeferRecord.decode(json.dumps({**head, "q": None, "p": None}) + "\n{}")
     assert (old.queue, old.exchange, old.routing_key) == (None, None, None)
     assert old.route.send_options() == {}  # its sender's routing applies, as it always did
+
+
+def test_a_router_function_is_asked_at_every_defer():
+    app = Celery("t", broker="memory://")
+    shards = iter(["s1", "s2"])
+    app.conf.task_routes = [lambda name, *args, **kwargs: {"queue": next(shards)}]
+    assert [resolve_route(app, "celery_defer.fn.x", None).queue for _ in range(2)] == ["s1", "s2"]
