@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from celery_defer.errors import ConfigurationError
-from celery_defer.redis_urls import check_transport_options
+from celery_defer.redis_urls import check_transport_options, is_sentinel_url, parse_sentinel_url, replica_acks
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +110,17 @@ def read_settings(app: Celery) -> Settings:
         broker = conf.broker_url or ""
         if isinstance(broker, str) and broker.startswith(_REDIS_SCHEMES):
             redis_url = broker
+    transport_options = check_transport_options(_lookup(conf, "defer_redis_transport_options"))
+    if isinstance(redis_url, str) and is_sentinel_url(redis_url):
+        parse_sentinel_url(redis_url, transport_options)  # a missing master_name stops a worker at start
+    if isinstance(redis_url, str):
+        replica_acks(redis_url, transport_options)
     prefix = _lookup(conf, "defer_key_prefix") or "celery_defer"
     if not isinstance(prefix, str) or not prefix.strip():
         raise ConfigurationError("defer_key_prefix must be a non-empty string", key="defer_key_prefix")
     return Settings(
         redis_url=redis_url,
-        redis_transport_options=check_transport_options(_lookup(conf, "defer_redis_transport_options")),
+        redis_transport_options=transport_options,
         key_prefix=prefix,
         recovery_interval_s=_number(conf, "defer_recovery_interval", 30.0, minimum=0.1),
         max_per_run=int(_number(conf, "defer_max_per_run", 1000, minimum=1)),

@@ -65,3 +65,11 @@ def test_sentinel_clients_wait_for_one_replica_by_default_and_plain_ones_for_non
     assert client.replica_acks.replicas == 1
     plain = connect("redis://127.0.0.1:1/0", transport_options={"min_replica_acks": 2})
     assert plain.replica_acks == ReplicaAcks(replicas=2, timeout_ms=1000)
+
+
+def test_a_sentinel_url_without_master_name_fails_when_settings_are_read():
+    # Settings are read when a worker starts (the recovery bootstep): it stops with this error.
+    app = Celery("t", broker="memory://")
+    app.conf.defer_redis_url = "sentinel://h1:26379;sentinel://h2:26379"
+    with pytest.raises(ConfigurationError, match="needs 'master_name'"):
+        read_settings(app)
