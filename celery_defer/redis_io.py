@@ -73,17 +73,30 @@ class Scripts:
         with reaching(doing):
             if not self._acks.replicas:
                 return self._scripts[name](keys=list(keys), args=list(args))
-            # WAIT counts the writes of its own connection: one pipeline keeps both on one.
-            pipe = self._client.pipeline(transaction=False)
-            self._scripts[name](keys=list(keys), args=list(args), client=pipe)
-            pipe.wait(self._acks.replicas, self._acks.timeout_ms)
-            reply, acked = pipe.execute()
+            reply, acked = self._run_acked(self._scripts[name], [*keys, *args], len(keys))
         if int(acked) < self._acks.replicas:
             raise StoreUnavailableError(
                 f"{doing}: {acked} of {self._acks.replicas} replicas confirmed the write "
                 f"within {self._acks.timeout_ms} ms"
             )
         return reply
+
+    def _run_acked(self, script: Script, keys_and_args: list[Any], key_count: int) -> list[Any]:
+        # WAIT counts the writes of its own connection: one pipeline keeps both on one.
+        # EVALSHA goes in directly (redis-py's pipelined scripts ask SCRIPT EXISTS first,
+        # a round trip each time); a server without the script (a promoted replica's
+        # cache starts empty) gets it loaded, and the pair is sent again.
+        try:
+            return self._evalsha_and_wait(script.sha, keys_and_args, key_count)
+        except redis.exceptions.NoScriptError:
+            script.sha = self._client.script_load(script.script)
+            return self._evalsha_and_wait(script.sha, keys_and_args, key_count)
+
+    def _evalsha_and_wait(self, sha: str, keys_and_args: list[Any], key_count: int) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(sha, key_count, *keys_and_args)
+        pipe.wait(self._acks.replicas, self._acks.timeout_ms)
+        return pipe.execute()
 
 
 @contextmanager
