@@ -18,7 +18,7 @@ import redis
 
 from tests.integration.conftest import wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 A = {"CDT_QUEUE_PREFIX": "a."}
 B = {"CDT_QUEUE_PREFIX": "b."}

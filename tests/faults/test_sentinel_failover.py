@@ -22,7 +22,7 @@ import pytest
 from celery_defer.embedded_sentinel import SentinelGroup
 from tests.integration.conftest import wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 #: Parents sent before the failover starts; more follow, one every 0.2 s, until it ends.
 PARENTS_BEFORE = 20
@@ -31,6 +31,7 @@ DEFERS = ("a", "b")
 HANDLER_S = 0.2
 
 
+@pytest.mark.timeout(300)  # a failover alone takes 10-20 s; the batch waits on it
 def test_a_failover_mid_batch_loses_no_deferred_run_and_runs_none_twice(start_worker, app_module, seen):
     with SentinelGroup() as group:
         options = json.dumps(group.transport_options)
