@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 class CountingConnection(redis.Connection):
     """Counts round trips (one per send, a whole pipeline being one) and the commands sent."""
 
-    sent: list[list[str]] = []
+    sent: ClassVar[list[list[str]]] = []
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         CountingConnection.sent.append([str(args[0])])
