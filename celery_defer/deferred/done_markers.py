@@ -29,7 +29,7 @@ from celery_defer import keys
 from celery_defer.redis_clock import RedisClock
 
 #: One-letter codes of the outcomes a run finalizes with (none of them a hex digit).
-OUTCOME_CODES = {"succeeded": "S", "failed": "F", "dropped": "D", "revoked": "R"}
+OUTCOME_CODES = {"succeeded": "S", "failed": "F", "dropped": "D", "revoked": "R", "lost": "L"}
 _OUTCOMES = {code: outcome for outcome, code in OUTCOME_CODES.items()}
 _OTHER = "X"
 
