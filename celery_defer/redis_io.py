@@ -101,7 +101,10 @@ class Batch:
             for index, reply in enumerate(replies):
                 if isinstance(reply, redis.exceptions.NoScriptError):  # first use on this server
                     script, keys, args = self.calls[index]
-                    replies[index] = script(keys=keys, args=args)
+                    try:
+                        replies[index] = script(keys=keys, args=args)
+                    except redis.ResponseError as exc:  # the script's own error, in its place
+                        replies[index] = exc
         return replies
 
 

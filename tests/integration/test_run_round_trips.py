@@ -22,6 +22,7 @@ from celery.contrib.testing.worker import start_worker
 from celery_defer import DeferTask, create_defer
 from celery_defer.outbox.publish import publish
 from celery_defer.outbox.record import DeferRecord, ParentRef
+from celery_defer.redis_io import Scripts, batched
 from celery_defer.store import store_for
 
 pytestmark = pytest.mark.integration
@@ -76,3 +77,24 @@ def test_an_unguarded_run_costs_two_round_trips_and_a_guarded_one_three(counted_
         assert [len(trip) for trip in round_trips_of_one_run(app, ran, "plain")] == [1, 1]
         # Claim; acquire; release and finish together in one pipeline.
         assert [len(trip) for trip in round_trips_of_one_run(app, ran, "guarded")] == [1, 1, 2]
+
+
+def test_a_batch_sends_its_scripts_together_loading_unknown_ones_and_keeping_errors_in_place(redis_url):
+    client = redis.Redis.from_url(
+        f"{redis_url}/9", decode_responses=True, connection_class=CountingConnection
+    )
+    client.script_flush()
+    scripts = Scripts(client, "runs", ("renew", "finish"))
+    CountingConnection.sent = []
+    with batched(client) as batch:
+        assert scripts("renew", ["claim", "inflight"], ["holder", 1000, "run"], doing="renewing") is None
+        scripts("finish", ["c", "i", "r", "d0", "d1"], ["h", "S", "run", "not-a-marker", 1, "x"], doing="")
+    replies = batch.execute("finishing")
+    assert replies[0] == 0  # no such claim: run anyway, once loaded (NOSCRIPT on the first send)
+    assert isinstance(replies[1], redis.ResponseError)  # a bad ttl: its error, in its place
+    assert CountingConnection.sent[0] == ["EVALSHA", "EVALSHA"]  # one round trip for both
+    with batched(client) as batch:
+        scripts("renew", ["claim", "inflight"], ["holder", 1000, "run"], doing="renewing")
+    CountingConnection.sent = []
+    assert batch.execute("renewing") == [0]
+    assert CountingConnection.sent == [["EVALSHA"]]  # loaded now: no SCRIPT EXISTS, no load
