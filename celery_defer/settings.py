@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +83,7 @@ def _positive(conf: Any, name: str, default: float) -> float:
     value = _lookup(conf, name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}", key=name)
     return float(value)
 

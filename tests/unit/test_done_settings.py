@@ -23,7 +23,7 @@ def test_done_ttl_defaults_to_seven_days_and_takes_seconds():
     assert read_settings(app_with(CELERY_DEFER_DONE_TTL=1.5)).done_ttl_s == 1.5
 
 
-@pytest.mark.parametrize("value", [0, -1, "7d", True, [1]])
+@pytest.mark.parametrize("value", [0, -1, "7d", True, [1], float("inf"), float("nan")])
 def test_a_bad_done_ttl_is_refused_naming_the_setting(value):
     with pytest.raises(ConfigurationError, match="defer_done_ttl must be a positive number") as caught:
         read_settings(app_with(defer_done_ttl=value))
