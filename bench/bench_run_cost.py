@@ -86,8 +86,8 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def marker_bytes(store: Store, markers: int) -> tuple[float, float, int]:
-    """Bytes per run of the done markers, of the old string keys, and the bucket keys made."""
+def marker_bytes(store: Store, markers: int) -> tuple[float, float, float, int]:
+    """Bytes per run: done markers and old string keys (used_memory), markers (MEMORY USAGE); buckets made."""
     client = store.client
     run_ids = [str(uuid.uuid4()) for _ in range(markers)]
     client.flushdb()
@@ -98,7 +98,8 @@ def marker_bytes(store: Store, markers: int) -> tuple[float, float, int]:
                 store.claims.finish(run_id, "", outcome="succeeded")
         batch.execute("marking runs done")
     new = (used_memory(client) - before) / markers
-    buckets = sum(1 for _ in client.scan_iter(match=f"*:{'done'}:*", count=1000))
+    bucket_keys = list(client.scan_iter(match="*:done:*", count=1000))
+    usage = sum(int(client.memory_usage(key) or 0) for key in bucket_keys) / markers
     client.flushdb()
     before = used_memory(client)
     ttl_s = int(store.settings.done_ttl_s)
@@ -109,7 +110,7 @@ def marker_bytes(store: Store, markers: int) -> tuple[float, float, int]:
         pipe.execute()
     old = (used_memory(client) - before) / markers
     client.flushdb()
-    return new, old, buckets
+    return new, old, usage, len(bucket_keys)
 
 
 def main() -> None:
@@ -137,7 +138,7 @@ def main() -> None:
             count_runs(app, "guarded", ran, 3)
             plain = count_runs(app, "plain", ran, args.runs)
             guarded = count_runs(app, "guarded", ran, args.runs)
-        new, old, buckets = marker_bytes(store, args.markers)
+        new, old, usage, buckets = marker_bytes(store, args.markers)
     print(f"Redis round trips of the library's client per deferred run ({args.runs} runs each, real worker)")
     print(f"{'run':<30}{'round trips':>12}{'commands':>10}{'goal':>6}")
     print(f"{'unguarded':<30}{plain[0]:>12.2f}{plain[1]:>10.2f}{'2':>6}")
@@ -145,6 +146,7 @@ def main() -> None:
     print()
     print(f"Redis memory per completed run, {args.markers} runs (used_memory delta)")
     print(f"{'done markers (' + str(buckets) + ' bucket keys)':<42}{new:>8.1f} B   goal <= 64")
+    print(f"{'  the same, by MEMORY USAGE of the buckets':<42}{usage:>8.1f} B")
     print(f"{'one string key per run (old)':<42}{old:>8.1f} B")
     print(f"{'ratio new / old':<42}{new / old:>8.2f}x")
 
