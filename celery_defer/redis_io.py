@@ -4,11 +4,14 @@
   handles bytes.
 - Scripts live in ``celery_defer/lua/<group>/<name>.lua``; each is loaded with
   ``lua/prelude.lua`` in front, which gives every script the same clock
-  (``redis_now_ms()``, Redis ``TIME``).
-- With replicas that must acknowledge writes (Sentinel: one, by default), each
-  script is followed by ``WAIT`` on the same connection: a failover then promotes a
-  replica that holds every write a caller was told succeeded, and a write the
-  replicas did not confirm fails like any other (callers try again).
+  (``redis_now_ms()``, Redis ``TIME``). A line ``--#include <group>/<name>``
+  pastes in a file of shared Lua functions.
+- Script calls made inside :func:`batched` are queued and sent together in one
+  pipelined round trip (``Batch.execute``): an attempt's last writes cost one.
+- With replicas that must acknowledge writes (Sentinel: one, by default), a
+  script, or a batch, is followed by ``WAIT`` on the same connection: a failover
+  then promotes a replica that holds every write a caller was told succeeded, and
+  a write the replicas did not confirm fails like any other (callers try again).
 - Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
   was being done, with the driver's error as ``__cause__``: callers deal with one
   exception whether the server is down, slow, read-only or refused a script.
@@ -16,8 +19,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from importlib import resources
 from typing import Any, cast
@@ -44,12 +49,17 @@ class StateClient(redis.Redis):
     replica_acks: ReplicaAcks = ReplicaAcks()
 
 
+_INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
+
+
 @cache
 def lua_source(name: str) -> str:
-    """Return the text of script ``name`` (``"outbox/record"``), prelude first."""
+    """Return the text of script ``name`` (``"outbox/record"``), prelude first, includes pasted in."""
     lua = resources.files("celery_defer") / "lua"
     prelude = (lua / "prelude.lua").read_text("utf-8")
-    return prelude + (lua / f"{name}.lua").read_text("utf-8")
+    body = (lua / f"{name}.lua").read_text("utf-8")
+    body = _INCLUDE.sub(lambda match: (lua / f"{match[1]}.lua").read_text("utf-8"), body)
+    return prelude + body
 
 
 class Scripts:
@@ -63,40 +73,124 @@ class Scripts:
 
     def __init__(self, client: redis.Redis, group: str, names: Sequence[str]) -> None:
         self._client = client
-        self._acks = client.replica_acks if isinstance(client, StateClient) else ReplicaAcks()
+        self._acks = acks_of(client)
         self._scripts: dict[str, Script] = {
             name: client.register_script(lua_source(f"{group}/{name}")) for name in names
         }
 
     def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
-        """Run script ``name``; ``doing`` says what for, in the error when Redis fails."""
+        """Run script ``name``; ``doing`` says what for, in the error when Redis fails.
+
+        Inside :func:`batched` on the same client, the call is queued instead and
+        returns ``None``; its reply is in ``Batch.execute``'s list.
+        """
+        batch = _batch.get()
+        if batch is not None and batch.client is self._client:
+            batch.calls.append((self._scripts[name], list(keys), list(args)))
+            return None
         with reaching(doing):
             if not self._acks.replicas:
                 return self._scripts[name](keys=list(keys), args=list(args))
-            reply, acked = self._run_acked(self._scripts[name], [*keys, *args], len(keys))
-        if int(acked) < self._acks.replicas:
-            raise StoreUnavailableError(
-                f"{doing}: {acked} of {self._acks.replicas} replicas confirmed the write "
-                f"within {self._acks.timeout_ms} ms"
-            )
-        return reply
+            replies = _send_acked(self._client, self._acks, [(self._scripts[name], list(keys), list(args))])
+        _check_acks(replies[-1], self._acks, doing)
+        if isinstance(replies[0], Exception):
+            raise StoreUnavailableError(f"{doing}: {replies[0]}") from replies[0]
+        return replies[0]
 
-    def _run_acked(self, script: Script, keys_and_args: list[Any], key_count: int) -> list[Any]:
-        # WAIT counts the writes of its own connection: one pipeline keeps both on one.
-        # EVALSHA goes in directly (redis-py's pipelined scripts ask SCRIPT EXISTS first,
-        # a round trip each time); a server without the script (a promoted replica's
-        # cache starts empty) gets it loaded, and the pair is sent again.
-        try:
-            return self._evalsha_and_wait(script.sha, keys_and_args, key_count)
-        except redis.exceptions.NoScriptError:
-            script.sha = self._client.script_load(script.script)
-            return self._evalsha_and_wait(script.sha, keys_and_args, key_count)
 
-    def _evalsha_and_wait(self, sha: str, keys_and_args: list[Any], key_count: int) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.evalsha(sha, key_count, *keys_and_args)
-        pipe.wait(self._acks.replicas, self._acks.timeout_ms)
-        return pipe.execute()
+class Batch:
+    """Script calls queued by :func:`batched`, sent in one pipelined round trip.
+
+    Not a transaction: each script is atomic on its own, and a failing one does
+    not stop the others.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.calls: list[tuple[Script, list[str], list[Any]]] = []
+
+    def execute(self, doing: str) -> list[Any]:
+        """Send the queued calls; return their replies in order, a failed call's error in its place.
+
+        Raises:
+            StoreUnavailableError: Redis could not be reached at all.
+        """
+        if not self.calls:
+            return []
+        with reaching(doing):
+            replies = _send_acked(self.client, acks_of(self.client), self.calls)
+        acks = acks_of(self.client)
+        if acks.replicas:
+            _check_acks(replies.pop(), acks, doing)
+        return replies
+
+
+def acks_of(client: redis.Redis) -> ReplicaAcks:
+    """The replica acknowledgement ``client``'s script writes wait for (none for other clients)."""
+    return client.replica_acks if isinstance(client, StateClient) else ReplicaAcks()
+
+
+def _send_acked(
+    client: redis.Redis, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+) -> list[Any]:
+    """Send ``calls`` in one pipeline, then ``WAIT`` when ``acks`` asks for replicas.
+
+    Replies come in order, a failed call's error in its place, then (with ``acks``)
+    the fewest replicas any ``WAIT`` saw. EVALSHA goes straight on the pipeline
+    (redis-py's own script support in pipelines asks SCRIPT EXISTS first, a round
+    trip every time); calls the server had no script for (first use, or a promoted
+    replica) are sent again, alone, once their scripts are loaded.
+    """
+    replies = _pipelined(client, acks, calls)
+    acked = replies.pop() if acks.replicas else None
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    if missing:
+        for index in missing:
+            script = calls[index][0]
+            script.sha = client.script_load(script.script)
+        again = _pipelined(client, acks, [calls[index] for index in missing])
+        if acks.replicas:
+            acked_again = again.pop()
+            if not isinstance(acked, Exception):
+                acked = acked_again if isinstance(acked_again, Exception) else min(acked, acked_again)
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
+    return [*replies, acked] if acks.replicas else replies
+
+
+def _pipelined(
+    client: redis.Redis, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+) -> list[Any]:
+    # WAIT counts the writes of its own connection: one pipeline keeps them on one.
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    if acks.replicas:
+        pipe.wait(acks.replicas, acks.timeout_ms)
+    return pipe.execute(raise_on_error=False)
+
+
+def _check_acks(acked: Any, acks: ReplicaAcks, doing: str) -> None:
+    if isinstance(acked, Exception):
+        raise StoreUnavailableError(f"{doing}: waiting for replicas: {acked}") from acked
+    if int(acked) < acks.replicas:
+        raise StoreUnavailableError(
+            f"{doing}: {acked} of {acks.replicas} replicas confirmed the write within {acks.timeout_ms} ms"
+        )
+
+
+_batch: ContextVar[Batch | None] = ContextVar("celery_defer_batch", default=None)
+
+
+@contextmanager
+def batched(client: redis.Redis) -> Iterator[Batch]:
+    """Queue the script calls made on ``client`` in this block; send them with ``Batch.execute``."""
+    batch = Batch(client)
+    token = _batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _batch.reset(token)
 
 
 @contextmanager
