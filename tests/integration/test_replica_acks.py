@@ -12,7 +12,7 @@ import redis
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.keys import KeySpace
 from celery_defer.outbox.redis_outbox import RedisOutbox
-from celery_defer.redis_io import connect
+from celery_defer.redis_io import Scripts, batched, connect
 from celery_defer.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -37,3 +37,14 @@ def test_a_server_that_lost_its_scripts_gets_them_again(redis_url):
     # The script is loaded again and runs; only then does the wait fail (not NOSCRIPT).
     with pytest.raises(StoreUnavailableError, match="replicas confirmed"):
         acked.claim_due(limit=10, lease_ms=1000)
+
+
+def test_a_batch_no_replica_confirmed_fails_like_an_outage(redis_url):
+    client = connect(redis_url, transport_options={"min_replica_acks": 1, "replica_ack_timeout_ms": 50})
+    scripts = Scripts(client, "indexes", ("take_due",))
+    redis.Redis.from_url(redis_url).script_flush()  # the batch loads what it lacks, then waits
+    with batched(client) as batch:
+        scripts("take_due", ["t:a"], [10, 1000], doing="taking a")
+        scripts("take_due", ["t:b"], [10, 1000], doing="taking b")
+    with pytest.raises(StoreUnavailableError, match="0 of 1 replicas confirmed the write within 50 ms"):
+        batch.execute("taking both")
