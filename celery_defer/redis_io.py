@@ -8,6 +8,10 @@
   pastes in a file of shared Lua functions.
 - Script calls made inside :func:`batched` are queued and sent together in one
   pipelined round trip (``Batch.execute``): an attempt's last writes cost one.
+- With replicas that must acknowledge writes (Sentinel: one, by default), a
+  script, or a batch, is followed by ``WAIT`` on the same connection: a failover
+  then promotes a replica that holds every write a caller was told succeeded, and
+  a write the replicas did not confirm fails like any other (callers try again).
 - Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
   was being done, with the driver's error as ``__cause__``: callers deal with one
   exception whether the server is down, slow, read-only or refused a script.
@@ -16,19 +20,34 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from celery_defer.errors import ConfigurationError, StoreUnavailableError
+from celery_defer.redis_urls import (
+    ReplicaAcks,
+    check_transport_options,
+    is_sentinel_url,
+    parse_sentinel_url,
+    replica_acks,
+)
+
+
+class StateClient(redis.Redis):
+    """The state store's client: a ``redis.Redis`` that knows which replicas must ack a script."""
+
+    replica_acks: ReplicaAcks = ReplicaAcks()
+
 
 _INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
 
@@ -54,6 +73,7 @@ class Scripts:
 
     def __init__(self, client: redis.Redis, group: str, names: Sequence[str]) -> None:
         self._client = client
+        self._acks = acks_of(client)
         self._scripts: dict[str, Script] = {
             name: client.register_script(lua_source(f"{group}/{name}")) for name in names
         }
@@ -69,7 +89,13 @@ class Scripts:
             batch.calls.append((self._scripts[name], list(keys), list(args)))
             return None
         with reaching(doing):
-            return self._scripts[name](keys=list(keys), args=list(args))
+            if not self._acks.replicas:
+                return self._scripts[name](keys=list(keys), args=list(args))
+            replies = _send_acked(self._client, self._acks, [(self._scripts[name], list(keys), list(args))])
+        _check_acks(replies[-1], self._acks, doing)
+        if isinstance(replies[0], Exception):
+            raise StoreUnavailableError(f"{doing}: {replies[0]}") from replies[0]
+        return replies[0]
 
 
 class Batch:
@@ -92,20 +118,65 @@ class Batch:
         if not self.calls:
             return []
         with reaching(doing):
-            # EVALSHA straight on the pipeline: redis-py's own script support in
-            # pipelines asks SCRIPT EXISTS first, a round trip every time.
-            pipe = self.client.pipeline(transaction=False)
-            for script, keys, args in self.calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
-            for index, reply in enumerate(replies):
-                if isinstance(reply, redis.exceptions.NoScriptError):  # first use on this server
-                    script, keys, args = self.calls[index]
-                    try:
-                        replies[index] = script(keys=keys, args=args)
-                    except redis.ResponseError as exc:  # the script's own error, in its place
-                        replies[index] = exc
+            replies = _send_acked(self.client, acks_of(self.client), self.calls)
+        acks = acks_of(self.client)
+        if acks.replicas:
+            _check_acks(replies.pop(), acks, doing)
         return replies
+
+
+def acks_of(client: redis.Redis) -> ReplicaAcks:
+    """The replica acknowledgement ``client``'s script writes wait for (none for other clients)."""
+    return client.replica_acks if isinstance(client, StateClient) else ReplicaAcks()
+
+
+def _send_acked(
+    client: redis.Redis, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+) -> list[Any]:
+    """Send ``calls`` in one pipeline, then ``WAIT`` when ``acks`` asks for replicas.
+
+    Replies come in order, a failed call's error in its place, then (with ``acks``)
+    the fewest replicas any ``WAIT`` saw. EVALSHA goes straight on the pipeline
+    (redis-py's own script support in pipelines asks SCRIPT EXISTS first, a round
+    trip every time); calls the server had no script for (first use, or a promoted
+    replica) are sent again, alone, once their scripts are loaded.
+    """
+    replies = _pipelined(client, acks, calls)
+    acked = replies.pop() if acks.replicas else None
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    if missing:
+        for index in missing:
+            script = calls[index][0]
+            script.sha = client.script_load(script.script)
+        again = _pipelined(client, acks, [calls[index] for index in missing])
+        if acks.replicas:
+            acked_again = again.pop()
+            if not isinstance(acked, Exception):
+                acked = acked_again if isinstance(acked_again, Exception) else min(acked, acked_again)
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
+    return [*replies, acked] if acks.replicas else replies
+
+
+def _pipelined(
+    client: redis.Redis, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+) -> list[Any]:
+    # WAIT counts the writes of its own connection: one pipeline keeps them on one.
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    if acks.replicas:
+        pipe.wait(acks.replicas, acks.timeout_ms)
+    return pipe.execute(raise_on_error=False)
+
+
+def _check_acks(acked: Any, acks: ReplicaAcks, doing: str) -> None:
+    if isinstance(acked, Exception):
+        raise StoreUnavailableError(f"{doing}: waiting for replicas: {acked}") from acked
+    if int(acked) < acks.replicas:
+        raise StoreUnavailableError(
+            f"{doing}: {acked} of {acks.replicas} replicas confirmed the write within {acks.timeout_ms} ms"
+        )
 
 
 _batch: ContextVar[Batch | None] = ContextVar("celery_defer_batch", default=None)
@@ -131,22 +202,65 @@ def reaching(doing: str) -> Iterator[None]:
         raise StoreUnavailableError(f"{doing}: {exc}") from exc
 
 
-def connect(url: str) -> redis.Redis:
+def _client_options() -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
+def connect(url: str, *, transport_options: Mapping[str, Any] | None = None) -> redis.Redis:
     """Return a client for the library's state store at ``url``.
 
+    Args:
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL, or ``sentinel://``
+            URLs separated by ``;`` (see ``celery_defer.redis_urls``).
+        transport_options: ``defer_redis_transport_options``.
+
     Raises:
-        ConfigurationError: redis-py does not accept the URL.
+        ConfigurationError: redis-py does not accept the URL, or an option is wrong.
     """
+    options = check_transport_options(transport_options)
+    acks = replica_acks(url, options)
+    client = _sentinel_master(url, options) if is_sentinel_url(url) else _single_server(url)
+    client.replica_acks = acks
+    return client
+
+
+def _sentinel_master(url: str, options: Mapping[str, Any]) -> StateClient:
+    # The pool asks the sentinels for the master on every new connection, and drops a
+    # connection whose server answers READONLY (a demoted master) as a ConnectionError:
+    # the retry below reconnects to whichever server was promoted.
+    target = parse_sentinel_url(url, options)
+    client_options = _client_options()
+    sentinel_kwargs = {
+        "socket_timeout": client_options["socket_timeout"],
+        "socket_connect_timeout": client_options["socket_connect_timeout"],
+        **target.sentinel_kwargs,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        min_other_sentinels=target.min_other_sentinels,
+        sentinel_kwargs=sentinel_kwargs,
+    )
+    credentials = {"username": target.username, "password": target.password}
+    master = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master_name,
+        redis_class=StateClient,
+        db=target.db,
+        **{name: value for name, value in credentials.items() if value is not None},
+        **client_options,
+    )
+    return cast(StateClient, master)
+
+
+def _single_server(url: str) -> StateClient:
     try:
-        return redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
+        return cast(StateClient, StateClient.from_url(url, **_client_options()))
     except ValueError as exc:
         raise ConfigurationError(
             f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",

@@ -6,12 +6,14 @@ import difflib
 import logging
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
 
 from celery_defer.errors import ConfigurationError
+from celery_defer.redis_urls import check_transport_options, is_sentinel_url, parse_sentinel_url, replica_acks
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ KNOWN_SETTINGS = (
     "defer_retry_max_delay",
     "defer_store_wait",
     "defer_done_ttl",
+    "defer_redis_transport_options",
 )
 _OURS = re.compile(r"^(celery_)?defer_", re.IGNORECASE)
 
@@ -38,6 +41,7 @@ class Settings:
     """The library's settings for one Celery app, with defaults applied."""
 
     redis_url: str | None
+    redis_transport_options: Mapping[str, Any] = field(default_factory=dict)
     key_prefix: str = "celery_defer"
     recovery_interval_s: float = 30.0
     max_per_run: int = 1000
@@ -119,11 +123,17 @@ def read_settings(app: Celery) -> Settings:
         broker = conf.broker_url or ""
         if isinstance(broker, str) and broker.startswith(_REDIS_SCHEMES):
             redis_url = broker
+    transport_options = check_transport_options(_lookup(conf, "defer_redis_transport_options"))
+    if isinstance(redis_url, str) and is_sentinel_url(redis_url):
+        parse_sentinel_url(redis_url, transport_options)  # a missing master_name stops a worker at start
+    if isinstance(redis_url, str):
+        replica_acks(redis_url, transport_options)
     prefix = _lookup(conf, "defer_key_prefix") or "celery_defer"
     if not isinstance(prefix, str) or not prefix.strip():
         raise ConfigurationError("defer_key_prefix must be a non-empty string", key="defer_key_prefix")
     return Settings(
         redis_url=redis_url,
+        redis_transport_options=transport_options,
         key_prefix=prefix,
         recovery_interval_s=_number(conf, "defer_recovery_interval", 30.0, minimum=0.1),
         max_per_run=int(_number(conf, "defer_max_per_run", 1000, minimum=1)),

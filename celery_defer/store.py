@@ -67,7 +67,7 @@ def store_for(app: Celery) -> Store:
         return store
     url = settings.require_redis_url()
     with _stores_lock:
-        store = Store.build(connect(url), settings)
+        store = Store.build(connect(url, transport_options=settings.redis_transport_options), settings)
         app.__dict__["_celery_defer_store"] = store
         return store
 

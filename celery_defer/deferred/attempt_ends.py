@@ -22,6 +22,7 @@ from celery_defer.deferred.message import DeferMessage, resend_message
 from celery_defer.deferred.retries import retry_delay_s
 from celery_defer.deferred.timeouts import now_ms, remaining_time_limits
 from celery_defer.errors import StoreUnavailableError
+from celery_defer.outbox.routing import resolve_route
 from celery_defer.parent.capture import current_capture
 from celery_defer.parent.task import DeferTask
 from celery_defer.settings import settings_for
@@ -60,8 +61,9 @@ class AttemptEnds(DeferTask):
     def resend(self, message: DeferMessage, *, retries: int) -> str:
         """What a recovery pass sends to start attempt ``retries`` of this run again."""
         request = self.request
+        route = resolve_route(self.app, self.name, self.__celery_defer_options__.queue)
         options = {
-            "queue": self.__celery_defer_options__.queue,
+            **route.send_options(),
             "priority": (request.delivery_info or {}).get("priority"),
             "parent_id": request.parent_id,
             "root_id": request.root_id,

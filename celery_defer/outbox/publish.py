@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from celery import Celery
 
@@ -33,9 +32,7 @@ def publish(app: Celery, records: Sequence[DeferRecord]) -> None:
     enqueued_ms = clock_for(app).now_ms()
     with app.producer_or_acquire() as producer:
         for record in records:
-            options: dict[str, Any] = {}
-            if record.queue is not None:
-                options["queue"] = record.queue
+            options = record.route.send_options()
             if record.priority is not None:
                 options["priority"] = record.priority
             app.send_task(

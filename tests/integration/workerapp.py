@@ -2,7 +2,8 @@
 
 Configured from the environment so the test process and its workers agree:
 ``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late), ``CDT_STATE_URL``
-(celery_defer's own Redis, when a test runs it apart from the broker's),
+(celery_defer's own Redis, when a test runs it apart from the broker's), ``CDT_STATE_OPTIONS``
+(JSON for ``defer_redis_transport_options``, e.g. a Sentinel master name),
 ``CDT_CLOCK_SKEW_S`` (seconds this worker's wall clock is off, to play a host
 whose clock disagrees: ``time.time_ns``, which only celery_defer reads, is shifted),
 ``CDT_FAST_RESTORE`` (see ``broker_transport_options``), ``CDT_BROKER_URL``
@@ -51,6 +52,7 @@ app.conf.update(
     control_exchange=queue("celery"),
     event_exchange=queue("celeryev"),
     defer_redis_url=os.environ.get("CDT_STATE_URL") or f"{REDIS_URL}/2",
+    defer_redis_transport_options=json.loads(os.environ.get("CDT_STATE_OPTIONS") or "{}"),
     defer_recovery_interval=1,
     defer_lease=3,
     defer_retry_base_delay=0.05,
@@ -127,6 +129,7 @@ def record_run(ctx: Any) -> None:
         attempt=ctx.attempt,
         data=data,
         pid=os.getpid(),
+        queue_prefix=QUEUE_PREFIX,
     )
     if data.get("fail_times", 0) > ctx.attempt:
         raise RuntimeError(f"planned failure {ctx.attempt}")
