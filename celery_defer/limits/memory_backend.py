@@ -18,6 +18,7 @@ from celery_defer.keys import cancel_key
 from celery_defer.limits.backend import (
     EWMA_ALPHA,
     DebounceResult,
+    Handoff,
     LeaseResult,
     LimitBackend,
     SingletonMode,
@@ -66,6 +67,9 @@ class MemoryLimitBackend(LimitBackend):
         self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expiry ms)
         self._hits: dict[str, deque[float]] = {}
         self._debounce: dict[str, _Debounced] = {}
+        self._lines: dict[str, deque[str]] = {}
+        self._parked: dict[str, dict[str, str]] = {}
+        self._index: dict[str, dict[str, float]] = {}
 
     def _get(self, key: str, now: float) -> str | None:
         entry = self._values.get(key)
@@ -74,8 +78,33 @@ class MemoryLimitBackend(LimitBackend):
             return None
         return entry[0]
 
+    def _fill(
+        self, key: str, limit: int, lease_ms: int, now: float, me: str = ""
+    ) -> tuple[bool, list[Handoff]]:
+        # Free slots go to the head of the line; True when ``me`` was that head.
+        holders, line, parked = self._holders[key], self._lines.setdefault(key, deque()), self._parked_of(key)
+        sent: list[Handoff] = []
+        while len(holders) < limit and line:
+            head = line.popleft()
+            if head == me:
+                return True, sent
+            if head in parked:
+                holders[head] = now + lease_ms
+                sent.append(Handoff(head, parked[head]))
+        return False, sent
+
+    def _parked_of(self, key: str) -> dict[str, str]:
+        return self._parked.setdefault(key, {})
+
     def lease_acquire(
-        self, key: str, holder: str, limit: int, lease_ms: int, waiter_ttl_ms: int
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        lease_ms: int,
+        waiter_ttl_ms: int,
+        *,
+        parcel: str | None = None,
     ) -> LeaseResult:
         with self._lock:
             now = self._clock_ms()
@@ -86,17 +115,35 @@ class MemoryLimitBackend(LimitBackend):
             for name in [w for w, s in waiters.items() if s.seen_ms <= now - waiter_ttl_ms]:
                 del waiters[name]
             avg = self._avg.get(key)
-            queue = sorted(waiters, key=lambda w: (waiters[w].arrival_ms, waiters[w].seq))
-            rank = queue.index(holder) if holder in waiters else len(queue)
-            if holder in holders or rank < limit - len(holders):
+            line, parked = self._lines.setdefault(key, deque()), self._parked_of(key)
+
+            def hold(sent: list[Handoff]) -> LeaseResult:
                 holders[holder] = now + lease_ms
                 waiters.pop(holder, None)
-                return LeaseResult(acquired=True, position=0, avg_run_ms=avg)
+                parked.pop(holder, None)
+                return LeaseResult(acquired=True, position=0, avg_run_ms=avg, handoffs=tuple(sent))
+
+            if holder in holders:
+                return hold([])
+            if holder in parked and holder not in line:
+                line.appendleft(holder)  # its hand-over was lost: first in line again
+            mine, sent = self._fill(key, limit, lease_ms, now, holder)
+            if mine or (parcel is not None and len(holders) < limit and not line):
+                return hold(sent)
+            if parcel is not None:
+                if holder not in parked:
+                    line.append(holder)
+                parked[holder] = parcel
+                return LeaseResult(False, line.index(holder), avg, parked=True, handoffs=tuple(sent))
+            queue = sorted(waiters, key=lambda w: (waiters[w].arrival_ms, waiters[w].seq))
+            rank = queue.index(holder) if holder in waiters else len(queue)
+            if rank < limit - len(holders):
+                return hold(sent)
             if holder in waiters:
                 waiters[holder].seen_ms = now
             else:
                 waiters[holder] = _Waiter(now, next(self._seq), now)
-            return LeaseResult(acquired=False, position=rank, avg_run_ms=avg)
+            return LeaseResult(acquired=False, position=rank, avg_run_ms=avg, handoffs=tuple(sent))
 
     def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         with self._lock:
@@ -108,25 +155,65 @@ class MemoryLimitBackend(LimitBackend):
             holders[holder] = now + lease_ms
             return True
 
-    def lease_release(self, key: str, holder: str, run_ms: float | None) -> None:
+    def lease_release(
+        self, key: str, holder: str, run_ms: float | None, *, limit: int = 0, lease_ms: int = 0
+    ) -> tuple[Handoff, ...]:
         with self._lock:
-            self._holders.get(key, {}).pop(holder, None)
+            now = self._clock_ms()
+            holders = self._holders.setdefault(key, {})
+            holders.pop(holder, None)
             self._waiters.get(key, {}).pop(holder, None)
+            if self._parked_of(key).pop(holder, None) is not None:
+                self._lines.setdefault(key, deque()).remove(holder)
             if run_ms is not None:
                 old = self._avg.get(key)
                 new = run_ms if old is None else EWMA_ALPHA * run_ms + (1 - EWMA_ALPHA) * old
                 self._avg[key] = new
+            if limit < 1:
+                return ()
+            for name in [h for h, expiry in holders.items() if expiry <= now]:
+                del holders[name]
+            return tuple(self._fill(key, limit, lease_ms, now)[1])
 
-    def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
+    def line_restart(self, key: str, limit: int, lease_ms: int) -> tuple[int, tuple[Handoff, ...]]:
+        with self._lock:
+            now = self._clock_ms()
+            holders = self._holders.setdefault(key, {})
+            for name in [h for h, expiry in holders.items() if expiry <= now]:
+                del holders[name]
+            line, parked = self._lines.setdefault(key, deque()), self._parked_of(key)
+            lost = [run for run in parked if run not in line and run not in holders]
+            line.extendleft(lost)
+            sent = self._fill(key, limit, lease_ms, now)[1]
+            return len(parked), tuple(sent)
+
+    def lines_note(self, index_key: str, member: str) -> None:
+        with self._lock:
+            self._index.setdefault(index_key, {})[member] = float(math.floor(self._clock_ms()))
+
+    def lines_noted(self, index_key: str) -> list[tuple[str, float]]:
+        with self._lock:
+            return sorted(self._index.get(index_key, {}).items(), key=lambda item: item[1])
+
+    def lines_forget(self, index_key: str, member: str, noted_ms: float) -> None:
+        with self._lock:
+            index = self._index.get(index_key, {})
+            if index.get(member) == noted_ms:
+                del index[member]
+
+    def throttle_take(
+        self, key: str, limit: int, period_ms: int, burst: int = 1, *, reserve: bool = False
+    ) -> int:
         with self._lock:
             now = self._clock_ms()
             interval = period_ms / limit
             tat = max(float(self._get(key, now) or 0.0), now)
             wait = tat + interval - burst * interval - now
-            if wait > _EPSILON_MS:
+            must_wait = wait > _EPSILON_MS
+            if must_wait and not reserve:
                 return math.ceil(wait - _EPSILON_MS)
             self._values[key] = (repr(tat + interval), tat + interval)
-            return 0
+            return math.ceil(wait - _EPSILON_MS) if must_wait else 0
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         with self._lock:

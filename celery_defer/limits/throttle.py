@@ -1,4 +1,10 @@
-"""``throttle``: at most ``limit`` run starts per ``period``; excess runs are delayed."""
+"""``throttle``: at most ``limit`` run starts per ``period``; excess runs are delayed.
+
+A run that must wait books its start time at its first check (GCRA with
+reservation): waiters get distinct start times, one interval apart, in the order
+they asked, so each is put back on the queue once, for exactly its own time,
+and then starts without asking again (the caller carries the booking).
+"""
 
 from __future__ import annotations
 
@@ -27,8 +33,8 @@ class Throttle(Guard):
         self.burst = int(burst)
 
     def check(self, key: str, *, holder: str = "") -> Decision:
-        """``proceed`` (the start is recorded) or ``wait`` exactly until a start is allowed."""
-        wait_ms = self.backend.throttle_take(key, self.limit, to_ms(self.period_s), self.burst)
+        """``proceed`` (the start is recorded) or ``wait`` until the start booked for this run."""
+        wait_ms = self.backend.throttle_take(key, self.limit, to_ms(self.period_s), self.burst, reserve=True)
         if wait_ms == 0:
             return Decision.proceed()
-        return Decision.wait(wait_ms / 1000, f"throttle {self.limit} per {self.period_s:g}s")
+        return Decision.wait(wait_ms / 1000, f"throttle {self.limit} per {self.period_s:g}s", reserved=True)
