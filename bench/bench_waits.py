@@ -132,8 +132,13 @@ def run_scenario(
         if os.environ.get("BENCH_DUMP"):
             t0 = min(ns for _, ns in asked.values())
             when = dict(started)
-            for run, (seq, ns) in sorted(asked.items(), key=lambda item: item[1][0]):
-                print(f"{seq:>5} asked {(ns - t0) / 1e6:>9.1f} started {(when[run] - t0) / 1e6:>9.1f}")
+            rows = sorted(asked.items(), key=lambda item: item[1][0])
+            for (run_a, (seq_a, ns_a)), (run_b, (seq_b, ns_b)) in itertools.combinations(rows, 2):
+                if when[run_b] < when[run_a]:
+                    print(
+                        f"  {seq_a} asked {(ns_a - t0) / 1e6:.1f} started {(when[run_a] - t0) / 1e6:.1f}"
+                        f" / {seq_b} asked {(ns_b - t0) / 1e6:.1f} started {(when[run_b] - t0) / 1e6:.1f}"
+                    )
         tie_ns = int(args.tie_ms * 1e6)
         return Outcome(
             deliveries / args.runs - 1, inversions(asked, started), inversions(asked, started, tie_ns), wall_s

@@ -114,6 +114,16 @@ def avg_key(key: str) -> str:
     return f"{key}:avg"
 
 
+def booked_key(key: str) -> str:
+    """Key of the runs booked to start, beside a throttle key (zset: run id -> start ms)."""
+    return f"{key}:booked"
+
+
+def began_key(key: str) -> str:
+    """Key of the pace of actual starts beside a throttle key (string: next start, ms)."""
+    return f"{key}:began"
+
+
 def line_key(key: str) -> str:
     """Key of the line of parked runs beside a concurrency key (list of run ids, FIFO)."""
     return f"{key}:line"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from celery_defer.config.flow_keys import GuardSpec
 from celery_defer.keys import KeySpace
 from celery_defer.lease_keeper import default_keeper
-from celery_defer.limits import ConcurrencyGuard, Guard, LimitBackend, Singleton
+from celery_defer.limits import ConcurrencyGuard, Guard, LimitBackend, Singleton, Throttle
 from celery_defer.limits.base import to_ms
 from celery_defer.limits.concurrency import SendHandoffs
 from celery_defer.limits.lines import Lines
@@ -30,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 #: Marks, among the passed slots, a debounced run whose event was pushed.
 DEBOUNCE_PUSHED = "debounce:pushed"
+#: Among the passed slots, ``<slot>:booked`` marks a run whose throttle start is booked.
+BOOKED = ":booked"
+#: A booked run that came late waits this long at most in the worker to keep the
+#: pace; a longer wait puts it back on the queue (holding its new start).
+BEGIN_SLEEP_CAP_S = 1.0
 
 
 @dataclass(slots=True)
@@ -123,6 +129,17 @@ class FlowControl:
                 if spec.slot in admission.passed:
                     continue
                 key = self._redis_key(keys, spec, event)
+                if isinstance(guard, Throttle) and spec.slot + BOOKED in admission.passed:
+                    # Its start was booked when it first asked: no second check.
+                    admission.passed.remove(spec.slot + BOOKED)
+                    admission.passed.append(spec.slot)
+                    wait_s = guard.begin(key, holder=run_id)
+                    if wait_s > BEGIN_SLEEP_CAP_S:
+                        return self._stop(
+                            admission, run_id, "wait", spec, wait_s, "late for its booked start"
+                        )
+                    time.sleep(wait_s)
+                    continue
                 if _preempts(guard):
                     # Taking a cancel-mode lock displaces the running holder for good:
                     # done only once every other guard said proceed (below).
@@ -141,7 +158,7 @@ class FlowControl:
                 if decision.action == "drop":
                     self._give_back(keys, event, run_id, admission.passed)
                 if decision.reserved:
-                    admission.passed.append(spec.slot)  # its start time is booked
+                    admission.passed.append(spec.slot + BOOKED)
                 if decision.parked:
                     assert isinstance(guard, ConcurrencyGuard)
                     Lines(self.backend, keys.lines()).note(

@@ -23,6 +23,8 @@ AVG_TTL_MS = 24 * 3600 * 1000
 DEBOUNCE_GRACE_MS = 24 * 3600 * 1000
 #: How long a concurrency line (and its index entry) outlives its last parked run.
 PARK_TTL_MS = 24 * 3600 * 1000
+#: How long after its time a throttle booking not begun is given up (its run went away).
+BOOKING_GRACE_MS = 60 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +157,33 @@ class LimitBackend(abc.ABC):
 
     @abc.abstractmethod
     def throttle_take(
-        self, key: str, limit: int, period_ms: int, burst: int = 1, *, reserve: bool = False
+        self,
+        key: str,
+        limit: int,
+        period_ms: int,
+        burst: int = 1,
+        *,
+        reserve: bool = False,
+        holder: str = "",
     ) -> int:
         """Record a start allowed now and return 0, or return the ms to wait (GCRA).
 
         With ``reserve`` a caller that must wait books the next free start time
-        (the theoretical arrival time moves on by one interval), so that many
-        waiters get distinct, increasing start times in the order they asked;
-        the returned wait is the caller's own. Without it nothing is recorded
-        for a caller that must wait.
+        for ``holder`` (the theoretical arrival time moves on by one interval),
+        so that waiters get distinct, increasing start times in the order they
+        asked; the returned wait is the caller's own. A caller then starts at
+        once only if no booked run is still to :meth:`throttle_begin` (bookings
+        are given up :data:`BOOKING_GRACE_MS` after their time) and the pace of
+        actual starts allows it. Without ``reserve`` nothing is recorded for a
+        caller that must wait.
+        """
+
+    @abc.abstractmethod
+    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        """A booked run begins: return the ms it waits first to keep the pace (0: none).
+
+        Runs delivered after their booked time arrive bunched; each gets the
+        next actual start the pace allows, in arrival order (always recorded).
         """
 
     @abc.abstractmethod

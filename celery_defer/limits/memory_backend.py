@@ -14,8 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from celery_defer.keys import cancel_key
+from celery_defer.keys import began_key, cancel_key
 from celery_defer.limits.backend import (
+    BOOKING_GRACE_MS,
     EWMA_ALPHA,
     DebounceResult,
     Handoff,
@@ -70,6 +71,7 @@ class MemoryLimitBackend(LimitBackend):
         self._lines: dict[str, deque[str]] = {}
         self._parked: dict[str, dict[str, str]] = {}
         self._index: dict[str, dict[str, float]] = {}
+        self._booked: dict[str, dict[str, float]] = {}
 
     def _get(self, key: str, now: float) -> str | None:
         entry = self._values.get(key)
@@ -201,19 +203,48 @@ class MemoryLimitBackend(LimitBackend):
             if index.get(member) == noted_ms:
                 del index[member]
 
+    def _gcra(self, key: str, interval: float, burst: int, now: float) -> tuple[float, float]:
+        tat = max(float(self._get(key, now) or 0.0), now)
+        return tat + interval, tat + interval - burst * interval - now
+
     def throttle_take(
-        self, key: str, limit: int, period_ms: int, burst: int = 1, *, reserve: bool = False
+        self,
+        key: str,
+        limit: int,
+        period_ms: int,
+        burst: int = 1,
+        *,
+        reserve: bool = False,
+        holder: str = "",
     ) -> int:
         with self._lock:
             now = self._clock_ms()
             interval = period_ms / limit
-            tat = max(float(self._get(key, now) or 0.0), now)
-            wait = tat + interval - burst * interval - now
-            must_wait = wait > _EPSILON_MS
-            if must_wait and not reserve:
-                return math.ceil(wait - _EPSILON_MS)
-            self._values[key] = (repr(tat + interval), tat + interval)
-            return math.ceil(wait - _EPSILON_MS) if must_wait else 0
+            new_tat, wait = self._gcra(key, interval, burst, now)
+            if not reserve:
+                if wait > _EPSILON_MS:
+                    return math.ceil(wait - _EPSILON_MS)
+                self._values[key] = (repr(new_tat), new_tat)
+                return 0
+            booked = self._booked.setdefault(key, {})
+            for run in [r for r, at in booked.items() if at < now - BOOKING_GRACE_MS - period_ms]:
+                del booked[run]
+            began_tat, began_wait = self._gcra(began_key(key), interval, burst, now)
+            self._values[key] = (repr(new_tat), new_tat)
+            if wait <= _EPSILON_MS and began_wait <= _EPSILON_MS and not booked:
+                self._values[began_key(key)] = (repr(began_tat), began_tat)
+                return 0
+            wait_ms = max(math.ceil(wait - _EPSILON_MS), 1)
+            booked[holder] = now + wait_ms
+            return wait_ms
+
+    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        with self._lock:
+            now = self._clock_ms()
+            self._booked.get(key, {}).pop(holder, None)
+            new_tat, wait = self._gcra(began_key(key), period_ms / limit, burst, now)
+            self._values[began_key(key)] = (repr(new_tat), new_tat)
+            return math.ceil(wait - _EPSILON_MS) if wait > _EPSILON_MS else 0
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         with self._lock:

@@ -12,9 +12,19 @@ from typing import cast
 
 import redis
 
-from celery_defer.keys import avg_key, cancel_key, line_key, parked_key, seen_key, waiters_key
+from celery_defer.keys import (
+    avg_key,
+    began_key,
+    booked_key,
+    cancel_key,
+    line_key,
+    parked_key,
+    seen_key,
+    waiters_key,
+)
 from celery_defer.limits.backend import (
     AVG_TTL_MS,
+    BOOKING_GRACE_MS,
     DEBOUNCE_GRACE_MS,
     EWMA_ALPHA,
     PARK_TTL_MS,
@@ -36,6 +46,7 @@ _SCRIPTS = (
     "lines_note",
     "lines_forget",
     "throttle_take",
+    "throttle_begin",
     "rate_hit",
     "idempotency_claim",
     "idempotency_release",
@@ -132,10 +143,23 @@ class RedisLimitBackend(LimitBackend):
         self._call("lines_forget", (index_key,), args, doing="forgetting a concurrency line")
 
     def throttle_take(
-        self, key: str, limit: int, period_ms: int, burst: int = 1, *, reserve: bool = False
+        self,
+        key: str,
+        limit: int,
+        period_ms: int,
+        burst: int = 1,
+        *,
+        reserve: bool = False,
+        holder: str = "",
     ) -> int:
-        args = (limit, period_ms, burst, "1" if reserve else "0")
-        return int(self._call("throttle_take", (key,), args, doing="checking a throttle"))
+        keys = (key, booked_key(key), began_key(key))
+        args = (limit, period_ms, burst, "1" if reserve else "0", holder, BOOKING_GRACE_MS + period_ms)
+        return int(self._call("throttle_take", keys, args, doing="checking a throttle"))
+
+    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        keys = (booked_key(key), began_key(key))
+        args = (limit, period_ms, burst, holder)
+        return int(self._call("throttle_begin", keys, args, doing="beginning a booked start"))
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         token = uuid.uuid4().hex
