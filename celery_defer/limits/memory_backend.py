@@ -6,7 +6,6 @@ can move time by hand instead of sleeping.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 import time
@@ -17,7 +16,6 @@ from dataclasses import dataclass
 from celery_defer.keys import began_key, cancel_key
 from celery_defer.limits.backend import (
     BOOKING_GRACE_MS,
-    EWMA_ALPHA,
     DebounceResult,
     Handoff,
     LeaseResult,
@@ -25,6 +23,7 @@ from celery_defer.limits.backend import (
     SingletonMode,
     SingletonResult,
 )
+from celery_defer.limits.memory_leases import MemoryLeases
 
 #: Below this many ms a wait is rounding noise, as in the Lua scripts.
 _EPSILON_MS = 0.001
@@ -33,13 +32,6 @@ _EPSILON_MS = 0.001
 def wall_clock_ms() -> float:
     """Milliseconds since the epoch."""
     return time.time() * 1000.0
-
-
-@dataclass(slots=True)
-class _Waiter:
-    arrival_ms: float
-    seq: int
-    seen_ms: float
 
 
 @dataclass(slots=True)
@@ -61,15 +53,10 @@ class MemoryLimitBackend(LimitBackend):
     def __init__(self, clock_ms: Callable[[], float] = wall_clock_ms) -> None:
         self._clock_ms = clock_ms
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._holders: dict[str, dict[str, float]] = {}
-        self._waiters: dict[str, dict[str, _Waiter]] = {}
-        self._avg: dict[str, float] = {}
+        self._leases = MemoryLeases()
         self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expiry ms)
         self._hits: dict[str, deque[float]] = {}
         self._debounce: dict[str, _Debounced] = {}
-        self._lines: dict[str, deque[str]] = {}
-        self._parked: dict[str, dict[str, str]] = {}
         self._index: dict[str, dict[str, float]] = {}
         self._booked: dict[str, dict[str, float]] = {}
 
@@ -79,24 +66,6 @@ class MemoryLimitBackend(LimitBackend):
             self._values.pop(key, None)
             return None
         return entry[0]
-
-    def _fill(
-        self, key: str, limit: int, lease_ms: int, now: float, me: str = ""
-    ) -> tuple[bool, list[Handoff]]:
-        # Free slots go to the head of the line; True when ``me`` was that head.
-        holders, line, parked = self._holders[key], self._lines.setdefault(key, deque()), self._parked_of(key)
-        sent: list[Handoff] = []
-        while len(holders) < limit and line:
-            head = line.popleft()
-            if head == me:
-                return True, sent
-            if head in parked:
-                holders[head] = now + lease_ms
-                sent.append(Handoff(head, parked[head]))
-        return False, sent
-
-    def _parked_of(self, key: str) -> dict[str, str]:
-        return self._parked.setdefault(key, {})
 
     def lease_acquire(
         self,
@@ -109,85 +78,21 @@ class MemoryLimitBackend(LimitBackend):
         parcel: str | None = None,
     ) -> LeaseResult:
         with self._lock:
-            now = self._clock_ms()
-            holders = self._holders.setdefault(key, {})
-            for name in [h for h, expiry in holders.items() if expiry <= now]:
-                del holders[name]
-            waiters = self._waiters.setdefault(key, {})
-            for name in [w for w, s in waiters.items() if s.seen_ms <= now - waiter_ttl_ms]:
-                del waiters[name]
-            avg = self._avg.get(key)
-            line, parked = self._lines.setdefault(key, deque()), self._parked_of(key)
-
-            def hold(sent: list[Handoff]) -> LeaseResult:
-                holders[holder] = now + lease_ms
-                waiters.pop(holder, None)
-                parked.pop(holder, None)
-                return LeaseResult(acquired=True, position=0, avg_run_ms=avg, handoffs=tuple(sent))
-
-            if holder in holders:
-                return hold([])
-            if holder in parked and holder not in line:
-                line.appendleft(holder)  # its hand-over was lost: first in line again
-            mine, sent = self._fill(key, limit, lease_ms, now, holder)
-            if mine or (parcel is not None and len(holders) < limit and not line):
-                return hold(sent)
-            if parcel is not None:
-                if holder not in parked:
-                    line.append(holder)
-                parked[holder] = parcel
-                return LeaseResult(False, line.index(holder), avg, parked=True, handoffs=tuple(sent))
-            queue = sorted(waiters, key=lambda w: (waiters[w].arrival_ms, waiters[w].seq))
-            rank = queue.index(holder) if holder in waiters else len(queue)
-            if rank < limit - len(holders):
-                return hold(sent)
-            if holder in waiters:
-                waiters[holder].seen_ms = now
-            else:
-                waiters[holder] = _Waiter(now, next(self._seq), now)
-            return LeaseResult(acquired=False, position=rank, avg_run_ms=avg, handoffs=tuple(sent))
+            return self._leases.acquire(self._clock_ms(), key, holder, limit, lease_ms, waiter_ttl_ms, parcel)
 
     def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         with self._lock:
-            now = self._clock_ms()
-            holders = self._holders.get(key, {})
-            if holders.get(holder, now) <= now:
-                holders.pop(holder, None)
-                return False
-            holders[holder] = now + lease_ms
-            return True
+            return self._leases.renew(self._clock_ms(), key, holder, lease_ms)
 
     def lease_release(
         self, key: str, holder: str, run_ms: float | None, *, limit: int = 0, lease_ms: int = 0
     ) -> tuple[Handoff, ...]:
         with self._lock:
-            now = self._clock_ms()
-            holders = self._holders.setdefault(key, {})
-            holders.pop(holder, None)
-            self._waiters.get(key, {}).pop(holder, None)
-            if self._parked_of(key).pop(holder, None) is not None:
-                self._lines.setdefault(key, deque()).remove(holder)
-            if run_ms is not None:
-                old = self._avg.get(key)
-                new = run_ms if old is None else EWMA_ALPHA * run_ms + (1 - EWMA_ALPHA) * old
-                self._avg[key] = new
-            if limit < 1:
-                return ()
-            for name in [h for h, expiry in holders.items() if expiry <= now]:
-                del holders[name]
-            return tuple(self._fill(key, limit, lease_ms, now)[1])
+            return self._leases.release(self._clock_ms(), key, holder, run_ms, limit, lease_ms)
 
     def line_restart(self, key: str, limit: int, lease_ms: int) -> tuple[int, tuple[Handoff, ...]]:
         with self._lock:
-            now = self._clock_ms()
-            holders = self._holders.setdefault(key, {})
-            for name in [h for h, expiry in holders.items() if expiry <= now]:
-                del holders[name]
-            line, parked = self._lines.setdefault(key, deque()), self._parked_of(key)
-            lost = [run for run in parked if run not in line and run not in holders]
-            line.extendleft(lost)
-            sent = self._fill(key, limit, lease_ms, now)[1]
-            return len(parked), tuple(sent)
+            return self._leases.restart(self._clock_ms(), key, limit, lease_ms)
 
     def lines_note(self, index_key: str, member: str) -> None:
         with self._lock:
