@@ -222,10 +222,11 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         if admission.parked:
             # Parked: the claim lasts as long as the line may, so that recovery does
             # not send the run while the line still holds it.
+            sent_from_line = (*(slot for slot in waiting.passed if slot != FROM_LINE), FROM_LINE)
             claim.hand_over(
                 next_attempt=retries,
                 ttl_ms=PARK_TTL_MS + int(store.settings.lease_s * 1000),
-                resend=self.resend(waiting.replace(passed=(*waiting.passed, FROM_LINE)), retries=retries),
+                resend=self.resend(waiting.replace(passed=sent_from_line), retries=retries),
             )
             logger.info(
                 "deferred run %s parked in the %s line of %s (%d ahead)",
