@@ -124,6 +124,11 @@ def began_key(key: str) -> str:
     return f"{key}:began"
 
 
+def kept_starts_key(key: str) -> str:
+    """Key of the starts kept for late booked runs beside a throttle key (hash: run id -> ms)."""
+    return f"{key}:kept"
+
+
 def line_key(key: str) -> str:
     """Key of the line of parked runs beside a concurrency key (list of run ids, FIFO)."""
     return f"{key}:line"

@@ -182,8 +182,10 @@ class LimitBackend(abc.ABC):
     def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
         """A booked run begins: return the ms it waits first to keep the pace (0: none).
 
-        Runs delivered after their booked time arrive bunched; each gets the
-        next actual start the pace allows, in arrival order (always recorded).
+        Runs delivered after their booked time arrive bunched, and not always in
+        the order they were booked: a late run keeps, before its own, the next
+        starts the pace allows for each run booked before it that has not begun,
+        so late runs still start in booking order and the pace holds.
         """
 
     @abc.abstractmethod

@@ -59,6 +59,7 @@ class MemoryLimitBackend(LimitBackend):
         self._debounce: dict[str, _Debounced] = {}
         self._index: dict[str, dict[str, float]] = {}
         self._booked: dict[str, dict[str, float]] = {}
+        self._kept: dict[str, dict[str, float]] = {}
 
     def _get(self, key: str, now: float) -> str | None:
         entry = self._values.get(key)
@@ -146,9 +147,20 @@ class MemoryLimitBackend(LimitBackend):
     def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
         with self._lock:
             now = self._clock_ms()
-            self._booked.get(key, {}).pop(holder, None)
-            new_tat, wait = self._gcra(began_key(key), period_ms / limit, burst, now)
-            self._values[began_key(key)] = (repr(new_tat), new_tat)
+            interval = period_ms / limit
+            booked, kept = self._booked.setdefault(key, {}), self._kept.setdefault(key, {})
+            if holder in kept:
+                booked.pop(holder, None)
+                return max(0, math.ceil(kept.pop(holder) - now - _EPSILON_MS))
+            tat = max(float(self._get(began_key(key), now) or 0.0), now)
+            mine = booked.pop(holder, None)
+            if mine is not None:
+                for before in sorted((r for r, at in booked.items() if at < mine), key=booked.__getitem__):
+                    tat += interval
+                    kept[before] = tat - burst * interval
+                    del booked[before]
+            self._values[began_key(key)] = (repr(tat + interval), tat + interval)
+            wait = tat + interval - burst * interval - now
             return math.ceil(wait - _EPSILON_MS) if wait > _EPSILON_MS else 0
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:

@@ -17,6 +17,7 @@ from celery_defer.keys import (
     began_key,
     booked_key,
     cancel_key,
+    kept_starts_key,
     line_key,
     parked_key,
     seen_key,
@@ -157,8 +158,8 @@ class RedisLimitBackend(LimitBackend):
         return int(self._call("throttle_take", keys, args, doing="checking a throttle"))
 
     def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
-        keys = (booked_key(key), began_key(key))
-        args = (limit, period_ms, burst, holder)
+        keys = (booked_key(key), began_key(key), kept_starts_key(key))
+        args = (limit, period_ms, burst, holder, BOOKING_GRACE_MS + period_ms)
         return int(self._call("throttle_begin", keys, args, doing="beginning a booked start"))
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:

@@ -61,8 +61,9 @@ def test_every_key_of_lines_and_bookings_expires(client: redis.Redis) -> None:
     backend.lines_note("p:lines", "1:60000:p:line")
     backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r1")
     backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r2")  # booked
-    backend.throttle_begin("p:booking", "r2", 5, 2000)
-    backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r3")  # booked, still to begin
+    backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r3")
+    backend.throttle_begin("p:booking", "r3", 5, 2000)  # late and first: a start kept for r2
+    backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r4")  # booked, still to begin
 
     ttls = {key: client.pttl(key) for key in client.scan_iter("*")}
     assert set(ttls) == {
@@ -73,5 +74,6 @@ def test_every_key_of_lines_and_bookings_expires(client: redis.Redis) -> None:
         "p:booking",
         "p:booking:booked",
         "p:booking:began",
+        "p:booking:kept",
     }
     assert all(ttl > 0 for ttl in ttls.values()), ttls

@@ -57,6 +57,19 @@ def test_late_booked_runs_take_the_next_starts_the_pace_allows(
     assert_delay(waits[2], 800, exact)
 
 
+def test_late_booked_runs_arriving_out_of_order_still_start_in_booking_order(
+    backend: LimitBackend, elapse: Elapse, exact: bool
+) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("a", "b", "c"):
+        book(backend, holder)
+    elapse(1300)  # all late; c's message happens to arrive first
+    assert_delay(backend.throttle_begin(KEY, "c", 5, 2000), 800, exact)  # a and b keep the two before
+    assert backend.throttle_begin(KEY, "a", 5, 2000) == 0
+    assert_delay(backend.throttle_begin(KEY, "b", 5, 2000), 400, exact)
+    assert book(backend, "newcomer") > 0  # and a newcomer is behind all three
+
+
 def park(backend: LimitBackend, holder: str, limit: int = 1, lease_ms: int = 5000) -> LeaseResult:
     return backend.lease_acquire(KEY, holder, limit, lease_ms, 5000, parcel=f"msg-{holder}")
 
