@@ -19,7 +19,8 @@ function behind (a) a throttle of 50 per second and (b) a concurrency limit of 2
 
 The baseline (``--baseline-ref``, a git ref of this repository; ``""`` to skip) is
 extracted to a temporary directory and its worker runs it in the same process run,
-side by side. Prints, without asserting.
+side by side. Prints, without asserting; ``BENCH_DUMP=1`` also prints every
+inverted pair with its ask and start times (ms from the first ask).
 """
 
 from __future__ import annotations
