@@ -31,6 +31,9 @@ DONE = "done"
 STATS = "stats"
 #: Flow-control limiter state (see ``celery_defer.limits``).
 LIMIT = "limit"
+#: Concurrency lines with parked runs, for recovery (zset: "<limit>:<lease ms>:<guard
+#: key>" -> when a run last parked, ms); never touched by a guard's own scripts.
+LINES = "lines"
 #: Kept step results of one run (hash: hashed step id -> result), see ``celery_defer.steps``.
 STEPS = "steps"
 
@@ -92,6 +95,9 @@ class KeySpace:
     def stats(self) -> str:
         return f"{self.prefix}:{STATS}"
 
+    def lines(self) -> str:
+        return f"{self.prefix}:{LINES}"
+
     def limit(self, kind: str, function_id: str, key_value: str | None = None) -> str:
         """Key of one flow-control limiter, e.g. ``prefix:limit:throttle:fn:<hash>``."""
         base = f"{self.prefix}:{LIMIT}:{kind}:{function_id}"
@@ -130,6 +136,46 @@ def seen_key(key: str) -> str:
 def avg_key(key: str) -> str:
     """Key of the average run duration beside a concurrency key."""
     return f"{key}:avg"
+
+
+def booked_key(key: str) -> str:
+    """Key of the runs booked to start, beside a throttle key (zset: run id -> start ms)."""
+    return f"{key}:booked"
+
+
+def began_key(key: str) -> str:
+    """Key of the pace of actual starts beside a throttle key (string: next start, ms)."""
+    return f"{key}:began"
+
+
+def kept_starts_key(key: str) -> str:
+    """Key of the starts kept for late booked runs beside a throttle key (hash: run id -> ms)."""
+    return f"{key}:kept"
+
+
+def line_key(key: str) -> str:
+    """Key of the line of parked runs beside a concurrency key (list of run ids, FIFO)."""
+    return f"{key}:line"
+
+
+def parked_key(key: str) -> str:
+    """Key of the parked runs' messages beside a concurrency key (hash: run id -> JSON)."""
+    return f"{key}:parked"
+
+
+def line_entry(key: str, *, limit: int, lease_ms: int) -> str:
+    """Member of the lines index naming a concurrency key with what restarting it needs."""
+    return f"{limit}:{lease_ms}:{key}"
+
+
+def parse_line_entry(entry: str) -> tuple[str, int, int]:
+    """``(key, limit, lease_ms)`` of a lines index member.
+
+    Raises:
+        ValueError: the member is not one :func:`line_entry` makes.
+    """
+    limit, lease_ms, key = entry.split(":", 2)
+    return key, int(limit), int(lease_ms)
 
 
 def cancel_key(key: str) -> str:

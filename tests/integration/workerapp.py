@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 from celery import Celery, current_task
-from celery.signals import task_failure, task_retry, task_success
+from celery.signals import task_failure, task_prerun, task_retry, task_success
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -343,6 +343,9 @@ FLOW = {
     "single-cancel": {"singleton": {"key": lambda event: event.data["k"], "mode": "cancel"}},
     # A rate limit after the idempotency claim: its drops must give the key back.
     "idem-rated": {"idempotency": "event.data.k", "rate_limit": {"limit": 1, "period": "2s"}},
+    # Waiting without polling (tests/integration/test_waits.py): deliveries are recorded.
+    "fifo-throttle": {"throttle": {"limit": 5, "period": "2s"}},
+    "fifo-line": {"concurrency": 1},
     # Cancel combined with a guard that makes the newcomer wait first.
     "single-cancel-throttled": {
         "singleton": {"key": "event.data.k", "mode": "cancel"},
@@ -353,6 +356,13 @@ flow_functions = {
     fn_id: create_defer(app, {"id": fn_id, "retries": 0, **config}, flow_run)  # type: ignore[typeddict-item]
     for fn_id, config in FLOW.items()
 }
+
+
+@task_prerun.connect
+def _delivered(sender: Any = None, task_id: str = "", **_: Any) -> None:
+    """Every delivery of a run of the ``fifo-*`` functions (first ones and re-deliveries)."""
+    if str(getattr(sender, "name", "")).startswith("celery_defer.fn.fifo-"):
+        seen("delivered", fn=f"defer/{sender.name.rpartition('.')[2]}", run_id=task_id)
 
 
 @app.task
