@@ -19,8 +19,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -52,6 +53,9 @@ class StateClient(redis.Redis):
 _INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
 
 
+logger = logging.getLogger(__name__)
+
+
 @cache
 def lua_source(name: str) -> str:
     """Return the text of script ``name`` (``"outbox/record"``), prelude first, includes pasted in."""
@@ -78,16 +82,34 @@ class Scripts:
             name: client.register_script(lua_source(f"{group}/{name}")) for name in names
         }
 
-    def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
+    def __call__(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        doing: str,
+        then: Callable[[Any], None] | None = None,
+    ) -> Any:
         """Run script ``name``; ``doing`` says what for, in the error when Redis fails.
 
         Inside :func:`batched` on the same client, the call is queued instead and
-        returns ``None``; its reply is in ``Batch.execute``'s list.
+        returns ``None``; its reply is in ``Batch.execute``'s list, and goes to
+        ``then`` once the batch is sent. Outside a batch, ``then`` gets the reply
+        at once, and it is returned as well.
         """
         batch = _batch.get()
         if batch is not None and batch.client is self._client:
+            if then is not None:
+                batch.thens[len(batch.calls)] = then
             batch.calls.append((self._scripts[name], list(keys), list(args)))
             return None
+        reply = self._run(name, keys, args, doing=doing)
+        if then is not None:
+            then(reply)
+        return reply
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
         with reaching(doing):
             if not self._acks.replicas:
                 return self._scripts[name](keys=list(keys), args=list(args))
@@ -108,6 +130,8 @@ class Batch:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.calls: list[tuple[Script, list[str], list[Any]]] = []
+        #: What a queued call's reply goes to, by the call's place in ``calls``.
+        self.thens: dict[int, Callable[[Any], None]] = {}
 
     def execute(self, doing: str) -> list[Any]:
         """Send the queued calls; return their replies in order, a failed call's error in its place.
@@ -122,6 +146,14 @@ class Batch:
         acks = acks_of(self.client)
         if acks.replicas:
             _check_acks(replies.pop(), acks, doing)
+        for index, then in self.thens.items():
+            reply = replies[index]
+            if isinstance(reply, Exception):
+                continue  # the caller sees it in its place in the replies
+            try:
+                then(reply)
+            except Exception:
+                logger.warning("%s: handling the reply of a call sent with it failed", doing, exc_info=True)
         return replies
 
 

@@ -9,6 +9,7 @@ caller; every time is in milliseconds and read from the backend's own clock
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -127,12 +128,21 @@ class LimitBackend(abc.ABC):
 
     @abc.abstractmethod
     def lease_release(
-        self, key: str, holder: str, run_ms: float | None, *, limit: int = 0, lease_ms: int = 0
+        self,
+        key: str,
+        holder: str,
+        run_ms: float | None,
+        *,
+        limit: int = 0,
+        lease_ms: int = 0,
+        then: Callable[[tuple[Handoff, ...]], None] | None = None,
     ) -> tuple[Handoff, ...]:
         """Free the holder's slot (or wait place), fold ``run_ms`` into the average.
 
         Then, given the key's ``limit``, hand free slots to the head of the
-        line, each held for ``lease_ms``: the caller sends what is returned.
+        line, each held for ``lease_ms``: the caller sends what is returned,
+        or, with ``then``, what ``then`` is given (when the release rides in a
+        batch, once the batch is sent); the call then returns nothing.
         """
 
     @abc.abstractmethod

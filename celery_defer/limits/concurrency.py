@@ -123,7 +123,7 @@ class ConcurrencyGuard(Guard):
         """
         run_ms = None if run_s is None else run_s * 1000
         lease_ms = to_ms(self.lease_s)
-        self._send(self.backend.lease_release(key, holder, run_ms, limit=self.limit, lease_ms=lease_ms))
+        self.backend.lease_release(key, holder, run_ms, limit=self.limit, lease_ms=lease_ms, then=self._send)
 
     def _send(self, handoffs: Sequence[Handoff]) -> None:
         if not handoffs:

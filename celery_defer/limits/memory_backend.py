@@ -86,10 +86,21 @@ class MemoryLimitBackend(LimitBackend):
             return self._leases.renew(self._clock_ms(), key, holder, lease_ms)
 
     def lease_release(
-        self, key: str, holder: str, run_ms: float | None, *, limit: int = 0, lease_ms: int = 0
+        self,
+        key: str,
+        holder: str,
+        run_ms: float | None,
+        *,
+        limit: int = 0,
+        lease_ms: int = 0,
+        then: Callable[[tuple[Handoff, ...]], None] | None = None,
     ) -> tuple[Handoff, ...]:
         with self._lock:
-            return self._leases.release(self._clock_ms(), key, holder, run_ms, limit, lease_ms)
+            handoffs = self._leases.release(self._clock_ms(), key, holder, run_ms, limit, lease_ms)
+        if then is None:
+            return handoffs
+        then(handoffs)
+        return ()
 
     def line_restart(self, key: str, limit: int, lease_ms: int) -> tuple[int, tuple[Handoff, ...]]:
         with self._lock:

@@ -8,6 +8,7 @@ write gets a TTL.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import cast
 
 import redis
@@ -116,11 +117,29 @@ class RedisLimitBackend(LimitBackend):
         return bool(renewed)
 
     def lease_release(
-        self, key: str, holder: str, run_ms: float | None, *, limit: int = 0, lease_ms: int = 0
+        self,
+        key: str,
+        holder: str,
+        run_ms: float | None,
+        *,
+        limit: int = 0,
+        lease_ms: int = 0,
+        then: Callable[[tuple[Handoff, ...]], None] | None = None,
     ) -> tuple[Handoff, ...]:
         args = (holder, _opt(run_ms), EWMA_ALPHA, AVG_TTL_MS, limit, lease_ms)
-        sent = self._call("concurrency_release", _concurrency_keys(key), args, doing="releasing a slot")
-        return _handoffs(sent)
+        keys = _concurrency_keys(key)
+        if then is not None:
+            # Possibly queued in a batch (a finish's round trip): the hand-offs
+            # reach ``then`` once the reply is in.
+            self._call(
+                "concurrency_release",
+                keys,
+                args,
+                doing="releasing a slot",
+                then=lambda sent: then(_handoffs(sent)),
+            )
+            return ()
+        return _handoffs(self._call("concurrency_release", keys, args, doing="releasing a slot"))
 
     def line_restart(self, key: str, limit: int, lease_ms: int) -> tuple[int, tuple[Handoff, ...]]:
         reply = self._call(
