@@ -20,7 +20,7 @@ from celery_defer.errors import PublishError
 from celery_defer.outbox.publish_amqp import publish_each
 from celery_defer.outbox.publish_redis import pipelines, publish_pipelined
 from celery_defer.outbox.record import DeferRecord
-from celery_defer.outbox.task_message import batchable, build_task_message
+from celery_defer.outbox.task_message import batchable, build_task_messages
 from celery_defer.store import clock_for
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def publish(app: Celery, records: Sequence[DeferRecord]) -> None:
             _send_each(app, producer, records, enqueued_ms)
             return
         try:
-            messages = [build_task_message(app, record, enqueued_ms=enqueued_ms) for record in records]
+            messages = build_task_messages(app, records, enqueued_ms=enqueued_ms)
         except Exception as exc:
             raise PublishError(f"building the messages failed: {exc}", sent=[]) from exc
         if pipelines(producer.channel, messages):

@@ -6,14 +6,15 @@ kombu's Redis transport turns a publish into one ``LPUSH`` of a JSON envelope
 This module builds the very envelope kombu would push, with the channel's own
 helpers (``prepare_message``, the body encoding and delivery tag of
 ``basic_publish``, ``_q_for_pri`` for the priority list), and sends every
-message of the run in one non-transactional pipeline. A stock worker cannot
+message of the run in one non-transactional pipeline: one ``LPUSH`` per list,
+with the messages for it in call order. A stock worker cannot
 tell them from ``send_task``'s; ``tests/integration/test_batch_publish.py``
 compares the bytes.
 
-Per-command replies tell which pushes landed: what failed stays in the outbox,
-due. A connection lost mid-pipeline leaves it unknown which landed; all of
-them then stay due, and a copy that had landed already is a duplicate its
-receiver acknowledges without running (SPEC 8.2).
+Per-command replies tell which pushes landed (an ``LPUSH`` of many values is
+all or nothing): what failed stays in the outbox, due. A connection lost
+mid-pipeline leaves it unknown which landed; all of them then stay due, and a
+copy that had landed already is a duplicate its receiver acknowledges without running (SPEC 8.2).
 """
 
 from __future__ import annotations
@@ -41,47 +42,56 @@ def pipelines(channel: Any, messages: Sequence[TaskMessage]) -> bool:
     return isinstance(channel, RedisChannel) and all(message.exchange == "" for message in messages)
 
 
-def publish_pipelined(producer: Any, messages: Sequence[TaskMessage]) -> None:
+def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
     """LPUSH each message as kombu would, all in one round trip, in order.
 
     Raises:
         PublishError: some or all were not pushed; ``sent`` names those that were.
     """
     channel = producer.channel
-    for queue in {id(message.queue): message.queue for message in messages}.values():
-        producer.maybe_declare(queue)  # cached per connection: a round trip the first time only
+    first_error: BaseException | None = None
+    undeclared: set[str] = set()
+    for queue in {message.queue.name: message.queue for message in batch}.values():
+        try:
+            producer.maybe_declare(queue)  # cached per connection: a round trip the first time only
+        except Exception as exc:  # that queue's messages stay due; the others go
+            logger.warning("declaring queue %r failed: %s", queue.name, exc)
+            first_error = first_error or exc
+            undeclared.add(queue.name)
+    messages = [message for message in batch if message.queue.name not in undeclared]
+    # Consecutive messages for one list go in one LPUSH (in order: kombu pops from
+    # the other end), so the pipeline holds a command per list, not per message.
+    pushes: list[tuple[str, list[TaskMessage], list[str]]] = []
+    for message in messages:
+        envelope = _envelope(channel, message)
+        key = channel._q_for_pri(message.routing_key, channel._get_message_priority(envelope, reverse=False))
+        if pushes and pushes[-1][0] == key:
+            pushes[-1][1].append(message)
+            pushes[-1][2].append(dumps(envelope))
+        else:
+            pushes.append((key, [message], [dumps(envelope)]))
     expires: dict[str, int] = getattr(channel, "_expires", None) or {}
-    commands_of: list[int] = []
     with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-        for message in messages:
-            envelope = _envelope(channel, message)
-            queue_name = message.routing_key
-            priority = channel._get_message_priority(envelope, reverse=False)
-            pipe.lpush(channel._q_for_pri(queue_name, priority), dumps(envelope))
-            commands = 1
-            if queue_name in expires:
-                for step in channel.priority_steps:
-                    pipe.pexpire(channel._q_for_pri(queue_name, step), expires[queue_name])
-                commands += len(channel.priority_steps)
-            commands_of.append(commands)
+        for key, _, values in pushes:
+            pipe.lpush(key, *values)
+        for queue_name in {group[0].routing_key for _, group, _ in pushes} & expires.keys():
+            for step in channel.priority_steps:
+                pipe.pexpire(channel._q_for_pri(queue_name, step), expires[queue_name])
         try:
             replies = pipe.execute(raise_on_error=False)
         except Exception as exc:
             raise PublishError(f"the pipeline of {len(messages)} messages failed: {exc}", sent=[]) from exc
     sent: list[str] = []
-    first_error: BaseException | None = None
-    position = 0
-    for message, commands in zip(messages, commands_of, strict=True):
-        pushed = replies[position]
-        position += commands
+    for (_, group, _), pushed in zip(pushes, replies, strict=False):
         if isinstance(pushed, BaseException):
             first_error = first_error or pushed
             continue
-        sent.append(message.defer_id)
-        announce_sent(message)
+        for message in group:
+            sent.append(message.defer_id)
+            announce_sent(message)
     if first_error is not None:
         raise PublishError(
-            f"{len(messages) - len(sent)} of {len(messages)} messages were refused: {first_error}", sent=sent
+            f"{len(batch) - len(sent)} of {len(batch)} messages were refused: {first_error}", sent=sent
         ) from first_error
 
 

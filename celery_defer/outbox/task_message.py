@@ -16,6 +16,7 @@ the same document, at a fraction of the cost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from celery import Celery, signals
@@ -27,6 +28,7 @@ from celery_defer.outbox.record import DeferRecord
 
 #: The JSON of the (empty) positional arguments, and what Flower shows for them.
 _NO_ARGS_REPR = "()"
+_EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _EMPTY_EMBED_JSON = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
 
 
@@ -48,12 +50,6 @@ class TaskMessage(NamedTuple):
     celery_body: tuple[Any, ...]  # (args, kwargs, embed): what Celery's publish signals carry
 
 
-def _embed_json(embed: dict[str, Any]) -> str:
-    if not any(embed.values()):
-        return _EMPTY_EMBED_JSON
-    return str(bytes_to_str(dumps(embed, serializer="json")[2]))
-
-
 def batchable(app: Celery) -> bool:
     """Whether this app's messages can be built here; else ``send_task`` sends them one by one.
 
@@ -62,31 +58,58 @@ def batchable(app: Celery) -> bool:
     return not app.conf.task_send_sent_event and int(app.conf.task_protocol or 2) == 2
 
 
-def build_task_message(app: Celery, record: DeferRecord, *, enqueued_ms: int) -> TaskMessage:
-    """Return the message that starts ``record``'s deferred run, as ``send_task`` would build it."""
+class _Route(NamedTuple):
+    """Where a function's messages go and the header fields they share, resolved once a batch."""
+
+    queue: Any
+    exchange: str
+    routing_key: str
+    priority: int | None
+    delivery_mode: Any
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+
+
+def build_task_messages(
+    app: Celery, records: Sequence[DeferRecord], *, enqueued_ms: int
+) -> list[TaskMessage]:
+    """Return the messages that start ``records``' deferred runs, as ``send_task`` would build them.
+
+    Routing and the header fields every message of one function shares are
+    resolved once per function, queue and priority in the batch; with
+    ``task_routes`` set (a router may look at the arguments), once per record.
+    """
+    routes: dict[tuple[str, str | None, int | None], _Route] = {}
+    per_record = bool(app.amqp.router.routes)
+    messages = []
+    for record in records:
+        kwargs = build_message(record, enqueued_ms=enqueued_ms)
+        key = (record.task_name, record.queue, record.priority)
+        route = None if per_record else routes.get(key)
+        if route is None:
+            route = routes[key] = _route(app, record, kwargs)
+        messages.append(_message(app, record, kwargs, route))
+    return messages
+
+
+def _route(app: Celery, record: DeferRecord, kwargs: dict[str, Any]) -> _Route:
     amqp = app.amqp
     options: dict[str, Any] = {}
     if record.queue is not None:
         options["queue"] = record.queue
     if record.priority is not None:
         options["priority"] = record.priority
-    kwargs = build_message(record, enqueued_ms=enqueued_ms)
     task = app.tasks.get(record.task_name)
     routed: dict[str, Any] = amqp.router.route(options, record.task_name, (), kwargs, task)
-    content_type, content_encoding, kwargs_json = dumps(kwargs, serializer="json")
-    kwargsrepr = kwargsrepr_source = bytes_to_str(kwargs_json)
-    if len(kwargsrepr) > amqp.kwargsrepr_maxsize:
-        kwargsrepr = kwargsrepr[: amqp.kwargsrepr_maxsize - 3] + "..."
-    headers, properties, body, _ = amqp.create_task_message(
+    headers, properties, _, _ = amqp.create_task_message(
         record.run_id,
         record.task_name,
         (),
-        kwargs,
+        {},
         reply_to=app.thread_oid,
-        root_id=record.parent.root_id,
-        parent_id=record.parent.run_id,
         argsrepr=_NO_ARGS_REPR,
-        kwargsrepr=kwargsrepr,
+        kwargsrepr="",
+        ignore_result=None,  # as send_task leaves it when the caller does not say
     )
     queue = routed.pop("queue", None) or amqp.default_queue
     exchange: Any = routed.pop("exchange", None)
@@ -102,34 +125,58 @@ def build_task_message(app: Celery, record: DeferRecord, *, enqueued_ms: int) ->
     elif exchange is None:
         exchange = queue.exchange.name or amqp.default_exchange.name
         routing_key = routing_key or queue.routing_key or app.conf.task_default_routing_key
-    if hasattr(exchange, "name"):
-        exchange = exchange.name
+    return _Route(
+        queue=queue,
+        exchange=getattr(exchange, "name", exchange),
+        routing_key=routing_key,
+        priority=priority,
+        delivery_mode=delivery_mode or app.conf.task_default_delivery_mode,
+        headers=headers,
+        properties=properties,
+    )
+
+
+def _message(app: Celery, record: DeferRecord, kwargs: dict[str, Any], route: _Route) -> TaskMessage:
+    run_id: str = kwargs["event"]["id"]
+    content_type, content_encoding, kwargs_json = dumps(kwargs, serializer="json")
+    kwargs_text = str(bytes_to_str(kwargs_json))
+    maxsize = app.amqp.kwargsrepr_maxsize
+    headers = {
+        **route.headers,
+        "id": run_id,
+        "root_id": record.parent.root_id or run_id,
+        "parent_id": record.parent.run_id,
+        "kwargsrepr": kwargs_text if len(kwargs_text) <= maxsize else kwargs_text[: maxsize - 3] + "...",
+        "timelimit": list(route.headers["timelimit"]),
+        "stamps": dict(route.headers["stamps"]),
+    }
+    properties = {**route.properties, "correlation_id": run_id}
+    body = ((), kwargs, _EMPTY_EMBED)
     signals.before_task_publish.send(
         sender=record.task_name,
         body=body,
-        exchange=exchange,
-        routing_key=routing_key,
-        declare=[queue],
+        exchange=route.exchange,
+        routing_key=route.routing_key,
+        declare=[route.queue],
         headers=headers,
         properties=properties,
         retry_policy={},
     )
-    # kombu's JSON of the body tuple, with the kwargs' JSON (already made) spliced in.
-    data = f"[[], {kwargsrepr_source}, {_embed_json(body[2])}]"
     return TaskMessage(
         defer_id=record.defer_id,
         task_name=record.task_name,
-        body=data,
-        celery_body=body,
+        # kombu's JSON of the body tuple, with the kwargs' JSON (already made) spliced in.
+        body=f"[[], {kwargs_text}, {_EMPTY_EMBED_JSON}]",
         content_type=content_type,
         content_encoding=content_encoding,
         headers=headers,
         properties=properties,
-        priority=priority,
-        exchange=exchange,
-        routing_key=routing_key,
-        queue=queue,
-        delivery_mode=delivery_mode or app.conf.task_default_delivery_mode,
+        priority=route.priority,
+        exchange=route.exchange,
+        routing_key=route.routing_key,
+        queue=route.queue,
+        delivery_mode=route.delivery_mode,
+        celery_body=body,
     )
 
 
