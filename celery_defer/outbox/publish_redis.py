@@ -3,18 +3,16 @@
 kombu's Redis transport turns a publish into one ``LPUSH`` of a JSON envelope
 (the message, its body base64-encoded) on the queue's list, or on
 ``<queue>\\x06\\x16<step>`` for a priority step, each a round trip of its own.
-This module builds the very envelope kombu would push, with the channel's own
-helpers (``prepare_message``, the body encoding and delivery tag of
-``basic_publish``, ``_q_for_pri`` for the priority list), and sends every
-message of the run in one non-transactional pipeline: one ``LPUSH`` per list,
-with the messages for it in call order. A stock worker cannot
-tell them from ``send_task``'s; ``tests/integration/test_batch_publish.py``
-compares the bytes.
+Here every message of the run is the envelope kombu would push
+(``redis_envelope``), and all go in one non-transactional pipeline: one
+``LPUSH`` per list, its messages in call order. A stock worker cannot tell
+them from ``send_task``'s (``tests/integration/test_batch_publish.py``).
 
 Per-command replies tell which pushes landed (an ``LPUSH`` of many values is
 all or nothing): what failed stays in the outbox, due. A connection lost
 mid-pipeline leaves it unknown which landed; all of them then stay due, and a
-copy that had landed already is a duplicate its receiver acknowledges without running (SPEC 8.2).
+copy that had landed already is a duplicate its receiver acknowledges without
+running (SPEC 8.2).
 """
 
 from __future__ import annotations
@@ -23,11 +21,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from kombu.entity import maybe_delivery_mode
 from kombu.transport.redis import Channel as RedisChannel
-from kombu.utils.json import dumps
 
 from celery_defer.errors import PublishError
+from celery_defer.outbox.redis_envelope import EnvelopeTemplate
 from celery_defer.outbox.task_message import TaskMessage, announce_sent
 
 logger = logging.getLogger(__name__)
@@ -62,14 +59,17 @@ def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
     # Consecutive messages for one list go in one LPUSH (in order: kombu pops from
     # the other end), so the pipeline holds a command per list, not per message.
     pushes: list[tuple[str, list[TaskMessage], list[str]]] = []
+    templates: dict[int, EnvelopeTemplate] = {}
     for message in messages:
-        envelope = _envelope(channel, message)
-        key = channel._q_for_pri(message.routing_key, channel._get_message_priority(envelope, reverse=False))
+        template = templates.get(message.shape)
+        if template is None:
+            template = templates[message.shape] = EnvelopeTemplate(channel, message)
+        key = channel._q_for_pri(message.routing_key, template.priority)
         if pushes and pushes[-1][0] == key:
             pushes[-1][1].append(message)
-            pushes[-1][2].append(dumps(envelope))
+            pushes[-1][2].append(template.render(message))
         else:
-            pushes.append((key, [message], [dumps(envelope)]))
+            pushes.append((key, [message], [template.render(message)]))
     expires: dict[str, int] = getattr(channel, "_expires", None) or {}
     with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
         for key, _, values in pushes:
@@ -93,19 +93,3 @@ def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
         raise PublishError(
             f"{len(batch) - len(sent)} of {len(batch)} messages were refused: {first_error}", sent=sent
         ) from first_error
-
-
-def _envelope(channel: Any, message: TaskMessage) -> dict[str, Any]:
-    # Producer.publish then Channel.basic_publish, as kombu runs them.
-    properties = dict(message.properties)
-    properties["delivery_mode"] = maybe_delivery_mode(message.delivery_mode)
-    envelope: dict[str, Any] = channel.prepare_message(
-        message.body,
-        message.priority,
-        message.content_type,
-        message.content_encoding,
-        dict(message.headers),
-        properties,
-    )
-    channel._inplace_augment_message(envelope, message.exchange, message.routing_key)
-    return envelope

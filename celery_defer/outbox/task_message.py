@@ -48,6 +48,7 @@ class TaskMessage(NamedTuple):
     queue: Any  # kombu.Queue (declared before the first publish to it)
     delivery_mode: Any
     celery_body: tuple[Any, ...]  # (args, kwargs, embed): what Celery's publish signals carry
+    shape: int  # equal for messages whose fields other than ids, arguments and body are equal
 
 
 def batchable(app: Celery) -> bool:
@@ -177,6 +178,7 @@ def _message(app: Celery, record: DeferRecord, kwargs: dict[str, Any], route: _R
         queue=route.queue,
         delivery_mode=route.delivery_mode,
         celery_body=body,
+        shape=id(route),
     )
 
 
