@@ -19,7 +19,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize(
     "data",
-    [{}, {"to": "a@b.com"}, {"text": 'quotes " and \\ and \u00e9 and \U0001f600 and \x00', "n": [1, 2.5, None]}],
+    [
+        {},
+        {"to": "a@b.com"},
+        {"text": 'quotes " and \\ and \u00e9 and \U0001f600 and \x00', "n": [1, 2.5, None]},
+    ],
 )
 @pytest.mark.parametrize("priority", [None, 0, 5])
 def test_template_renders_what_kombu_encodes(redis_url, data, priority):
