@@ -20,14 +20,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from kombu.transport.redis import Channel as RedisChannel
+from kombu.utils.json import dumps
 
 from celery_defer.errors import PublishError
-from celery_defer.outbox.redis_envelope import EnvelopeTemplate
+from celery_defer.outbox.redis_envelope import EnvelopeTemplate, envelope
 from celery_defer.outbox.task_message import TaskMessage, announce_sent
 
 logger = logging.getLogger(__name__)
+
+#: Each channel's envelope templates, by message shape (see ``TaskMessage.shape``).
+_templates_of: WeakKeyDictionary[Any, dict[int, EnvelopeTemplate]] = WeakKeyDictionary()
+_MAX_TEMPLATES = 1024
 
 
 def pipelines(channel: Any, messages: Sequence[TaskMessage]) -> bool:
@@ -59,17 +65,25 @@ def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
     # Consecutive messages for one list go in one LPUSH (in order: kombu pops from
     # the other end), so the pipeline holds a command per list, not per message.
     pushes: list[tuple[str, list[TaskMessage], list[str]]] = []
-    templates: dict[int, EnvelopeTemplate] = {}
+    templates = _templates_of.get(channel)
+    if templates is None or len(templates) > _MAX_TEMPLATES:
+        templates = _templates_of[channel] = {}
     for message in messages:
-        template = templates.get(message.shape)
-        if template is None:
-            template = templates[message.shape] = EnvelopeTemplate(channel, message)
-        key = channel._q_for_pri(message.routing_key, template.priority)
+        if message.shape is None:  # one of a kind: kombu's own encoding
+            built = envelope(channel, message)
+            key = channel._q_for_pri(message.routing_key, channel._get_message_priority(built, reverse=False))
+            text = dumps(built)
+        else:
+            template = templates.get(message.shape)
+            if template is None:
+                template = templates[message.shape] = EnvelopeTemplate(channel, message)
+            key = channel._q_for_pri(message.routing_key, template.priority)
+            text = template.render(message)
         if pushes and pushes[-1][0] == key:
             pushes[-1][1].append(message)
-            pushes[-1][2].append(template.render(message))
+            pushes[-1][2].append(text)
         else:
-            pushes.append((key, [message], [template.render(message)]))
+            pushes.append((key, [message], [text]))
     expires: dict[str, int] = getattr(channel, "_expires", None) or {}
     with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
         for key, _, values in pushes:

@@ -16,8 +16,11 @@ the same document, at a fraction of the cost.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
 from celery import Celery, signals
 from kombu.serialization import dumps
@@ -48,7 +51,7 @@ class TaskMessage(NamedTuple):
     queue: Any  # kombu.Queue (declared before the first publish to it)
     delivery_mode: Any
     celery_body: tuple[Any, ...]  # (args, kwargs, embed): what Celery's publish signals carry
-    shape: int  # equal for messages whose fields other than ids, arguments and body are equal
+    shape: int | None  # equal for messages whose fields other than ids and arguments are equal
 
 
 def batchable(app: Celery) -> bool:
@@ -60,7 +63,7 @@ def batchable(app: Celery) -> bool:
 
 
 class _Route(NamedTuple):
-    """Where a function's messages go and the header fields they share, resolved once a batch."""
+    """Where a function's messages go and the header fields they share."""
 
     queue: Any
     exchange: str
@@ -69,6 +72,14 @@ class _Route(NamedTuple):
     delivery_mode: Any
     headers: dict[str, Any]
     properties: dict[str, Any]
+    shape: int
+
+
+#: Each app's resolved routes, by function, queue, priority, process and thread
+#: (the ``origin`` and ``reply_to`` headers name the last two).
+_routes_of: WeakKeyDictionary[Celery, dict[tuple[Any, ...], _Route]] = WeakKeyDictionary()
+_MAX_ROUTES = 1024
+_shapes = itertools.count()
 
 
 def build_task_messages(
@@ -77,18 +88,23 @@ def build_task_messages(
     """Return the messages that start ``records``' deferred runs, as ``send_task`` would build them.
 
     Routing and the header fields every message of one function shares are
-    resolved once per function, queue and priority in the batch; with
-    ``task_routes`` set (a router may look at the arguments), once per record.
+    resolved once per function, queue and priority (and process and thread);
+    with ``task_routes`` set (a router may look at the arguments), once per record.
     """
-    routes: dict[tuple[str, str | None, int | None], _Route] = {}
     per_record = bool(app.amqp.router.routes)
+    routes = _routes_of.get(app)
+    if routes is None or len(routes) > _MAX_ROUTES:
+        routes = _routes_of[app] = {}
+    here = (os.getpid(), app.thread_oid)
     messages = []
     for record in records:
         kwargs = build_message(record, enqueued_ms=enqueued_ms)
-        key = (record.task_name, record.queue, record.priority)
+        key = (record.task_name, record.queue, record.priority, *here)
         route = None if per_record else routes.get(key)
         if route is None:
-            route = routes[key] = _route(app, record, kwargs)
+            route = _route(app, record, kwargs)
+            if not per_record:
+                routes[key] = route
         messages.append(_message(app, record, kwargs, route))
     return messages
 
@@ -134,6 +150,7 @@ def _route(app: Celery, record: DeferRecord, kwargs: dict[str, Any]) -> _Route:
         delivery_mode=delivery_mode or app.conf.task_default_delivery_mode,
         headers=headers,
         properties=properties,
+        shape=next(_shapes),
     )
 
 
@@ -178,7 +195,8 @@ def _message(app: Celery, record: DeferRecord, kwargs: dict[str, Any], route: _R
         queue=route.queue,
         delivery_mode=route.delivery_mode,
         celery_body=body,
-        shape=id(route),
+        # A receiver of before_task_publish may have changed any header (tracing does).
+        shape=None if signals.before_task_publish.receivers else route.shape,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from celery.signals import after_task_publish, before_task_publish
 from kombu import Connection, Queue
 
 from celery_defer import DeferTask, create_defer
@@ -224,3 +225,28 @@ def test_amqp_message_is_the_one_send_task_publishes(rabbitmq, redis_url, monkey
     finally:
         queue.delete()
         app.close()
+
+
+def test_headers_added_by_a_publish_signal_receiver_are_sent(redis_url, broker):
+    """Tracing libraries add headers in ``before_task_publish``; batching must keep them."""
+    app = make_app(f"{redis_url}/5", f"{redis_url}/2")
+    records = [a_record("plain"), a_record("plain")]
+
+    def add_trace(headers: dict[str, Any], **_: Any) -> None:
+        headers["trace"] = f"trace-of-{headers['id']}"
+
+    seen_after: list[str] = []
+
+    def count_sent(headers: dict[str, Any], **_: Any) -> None:
+        seen_after.append(headers["id"])
+
+    before_task_publish.connect(add_trace)
+    after_task_publish.connect(count_sent)
+    try:
+        publish(app, records)
+    finally:
+        before_task_publish.disconnect(add_trace)
+        after_task_publish.disconnect(count_sent)
+    sent = [json.loads(broker.rpop("celery"))["headers"] for _ in records]
+    assert [headers["trace"] for headers in sent] == [f"trace-of-{record.run_id}" for record in records]
+    assert seen_after == [record.run_id for record in records]
