@@ -29,7 +29,7 @@ from kombu.utils.encoding import bytes_to_str
 from celery_defer.deferred.message import build_message
 from celery_defer.outbox.record import DeferRecord
 
-#: The JSON of the (empty) positional arguments, and what Flower shows for them.
+#: What Flower shows for the (empty) positional arguments, as Celery's saferepr writes it.
 _NO_ARGS_REPR = "()"
 _EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _EMPTY_EMBED_JSON = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
