@@ -8,6 +8,7 @@ never grows with the data and never carries it in clear.
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 #: Recorded defers of one parent run (hash: defer id -> record), until dispatched.
 OUTBOX = "outbox"
@@ -22,7 +23,9 @@ CLAIM = "claim"
 INFLIGHT = "inflight"
 #: The message that starts a deferred run in flight again (string, JSON).
 RESEND = "resend"
-#: A deferred run that finalized (string, kept ``DONE_TTL_S``).
+#: Deferred runs that finalized, grouped in buckets (string of fixed-width
+#: entries: a run's :func:`done_marker` then its outcome code), one per
+#: generation of ``defer_done_ttl`` seconds; see ``celery_defer.deferred.done_markers``.
 DONE = "done"
 #: Counters the library keeps for operators (hash: name -> count).
 STATS = "stats"
@@ -33,8 +36,17 @@ STEPS = "steps"
 
 #: How long recorded defers wait for their parent run to finalize.
 OUTBOX_TTL_S = 7 * 24 * 3600
-#: How long a finished deferred run is remembered, to acknowledge duplicates.
+#: How long a finished deferred run is remembered by default (``defer_done_ttl``).
 DONE_TTL_S = 7 * 24 * 3600
+#: Shards per-run keys are spread over (the hash tag ``{<prefix>:<shard>}``), so a
+#: Redis Cluster keeps each run's keys in one slot. Must agree with the shard of
+#: every other per-run key: ``crc32(run id) % SHARDS``.
+SHARDS = 64
+#: Done-marker buckets within one shard: 64 x 64 = 4096 buckets in all, so ten
+#: million markers a generation make ~50 KB buckets (a lookup scans one).
+DONE_BUCKETS_PER_SHARD = 64
+#: Hex digits of a run id's done marker: 80 bits.
+DONE_MARKER_HEX = 20
 #: How long a run's kept steps wait for its next attempt (as long as its defers do).
 STEPS_TTL_S = OUTBOX_TTL_S
 #: How long kept steps outlive their run's finalization: enough for a late
@@ -62,8 +74,11 @@ class KeySpace:
     def claim(self, run_id: str) -> str:
         return f"{self.prefix}:{CLAIM}:{run_id}"
 
-    def done(self, run_id: str) -> str:
-        return f"{self.prefix}:{DONE}:{run_id}"
+    def done_bucket(self, run_id: str, generation: int) -> str:
+        """The bucket holding ``run_id``'s done marker in ``generation`` (a sub-bucket of its shard)."""
+        shard = zlib.crc32(run_id.encode("utf-8")) % SHARDS
+        sub = int.from_bytes(_run_digest(run_id)[10:], "big") % DONE_BUCKETS_PER_SHARD
+        return f"{{{self.prefix}:{shard}}}:{DONE}:{sub}:{generation}"
 
     def inflight(self) -> str:
         return f"{self.prefix}:{INFLIGHT}"
@@ -83,6 +98,15 @@ class KeySpace:
         if key_value is None:
             return base
         return f"{base}:{hash_key_value(key_value)}"
+
+
+def done_marker(run_id: str) -> str:
+    """The 80-bit digest (20 hex digits) that stands for ``run_id`` in its done bucket."""
+    return _run_digest(run_id)[:10].hex()
+
+
+def _run_digest(run_id: str) -> bytes:
+    return hashlib.blake2b(run_id.encode("utf-8"), digest_size=12, person=b"cd-done").digest()
 
 
 def hash_key_value(value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ KNOWN_SETTINGS = (
     "defer_lease",
     "defer_retry_base_delay",
     "defer_retry_max_delay",
+    "defer_store_wait",
+    "defer_done_ttl",
 )
 _OURS = re.compile(r"^(celery_)?defer_", re.IGNORECASE)
 
@@ -43,6 +46,7 @@ class Settings:
     retry_max_delay_s: float = 300.0
     lease_s: float = 60.0
     store_wait_s: float = 300.0
+    done_ttl_s: float = 7 * 24 * 3600.0
 
     def require_redis_url(self) -> str:
         """Return the Redis URL, or explain which setting is missing."""
@@ -72,6 +76,15 @@ def _number(conf: Any, name: str, default: float, *, minimum: float) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise ConfigurationError(f"{name} must be a number >= {minimum}, got {value!r}", key=name)
+    return float(value)
+
+
+def _positive(conf: Any, name: str, default: float) -> float:
+    value = _lookup(conf, name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}", key=name)
     return float(value)
 
 
@@ -119,6 +132,7 @@ def read_settings(app: Celery) -> Settings:
         retry_max_delay_s=_number(conf, "defer_retry_max_delay", 300.0, minimum=0.0),
         lease_s=_number(conf, "defer_lease", 60.0, minimum=1.0),
         store_wait_s=_number(conf, "defer_store_wait", 300.0, minimum=0.0),
+        done_ttl_s=_positive(conf, "defer_done_ttl", 7 * 24 * 3600.0),
     )
 
 

@@ -46,7 +46,7 @@ class Store:
             keys=keyspace,
             clock=clock,
             outbox=RedisOutbox(client, settings, keyspace, clock),
-            claims=RunClaims(client, keyspace),
+            claims=RunClaims(client, keyspace, done_ttl_s=settings.done_ttl_s, clock=clock),
             limits=RedisLimitBackend(client),
             stats=Counters(client, keyspace),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
 from celery.exceptions import Retry, Terminated, WorkerLostError
@@ -68,12 +69,17 @@ class AttemptEnds(DeferTask):
         kept = {name: value for name, value in options.items() if value is not None}
         return resend_message(self.name, message, retries=retries, options=kept)
 
-    def _finish_once_recorded(self, claim: HeldClaim | None, outcome: str) -> None:
+    def _finish_once_recorded(
+        self, claim: HeldClaim | None, outcome: str, *, also: Callable[[], None] | None = None
+    ) -> None:
         # The run is marked done only once the defers its handler made are in the
-        # outbox: a kill in between re-runs it rather than lose them.
+        # outbox: a kill in between re-runs it rather than lose them. ``also``
+        # (a flow-control release) rides in the finish's round trip.
         capture = current_capture.get()
         if claim is not None and capture is not None:
-            capture.when_saved = functools.partial(claim.finish, outcome)
+            capture.when_saved = functools.partial(claim.finish, outcome, also=also)
+        elif also is not None:
+            also()
 
     def _wait_for_store(
         self, exc: StoreUnavailableError, claim: HeldClaim | None, message: DeferMessage

@@ -182,8 +182,10 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         except Exception as exc:
             FlowControl.release(admission.held, run_id, time.monotonic() - began)
             self._fail_or_retry(exc, claim, message)
-        FlowControl.release(admission.held, run_id, time.monotonic() - began)
-        self._finish_once_recorded(claim, "succeeded")
+        # The slots go back with the finish, in its round trip (a moment later: once
+        # the defers the handler made are recorded, when it made some).
+        release = functools.partial(FlowControl.release, admission.held, run_id, time.monotonic() - began)
+        self._finish_once_recorded(claim, "succeeded", also=release if admission.held else None)
         return result
 
     def _hold_back(self, admission: Admission, store: Store, claim: HeldClaim, message: DeferMessage) -> Any:

@@ -7,7 +7,8 @@ Configured from the environment so the test process and its workers agree:
 whose clock disagrees: ``time.time_ns``, which only celery_defer reads, is shifted),
 ``CDT_FAST_RESTORE`` (see ``broker_transport_options``), ``CDT_BROKER_URL``
 (another broker, e.g. RabbitMQ; the state stays in Redis) and ``CDT_QUEUE_PREFIX``
-(put before every queue name, so that runs sharing a broker do not meet).
+(put before every queue name, so that runs sharing a broker do not meet) and
+``CDT_DONE_TTL_S`` (``defer_done_ttl``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ app.conf.update(
     defer_lease=3,
     defer_retry_base_delay=0.05,
     defer_retry_max_delay=0.2,
+    # CDT_DONE_TTL_S: how long this worker remembers finished runs (a test of retention).
+    **({"defer_done_ttl": float(os.environ["CDT_DONE_TTL_S"])} if os.environ.get("CDT_DONE_TTL_S") else {}),
     task_acks_late=ACKS_LATE,
     task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
