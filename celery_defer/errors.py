@@ -30,6 +30,18 @@ class StoreUnavailableError(CeleryDeferError):
     """The Redis that holds celery_defer's state could not be reached."""
 
 
+class PublishError(CeleryDeferError):
+    """The broker did not take every message of a run; those it did are named.
+
+    Attributes:
+        sent: the defer ids whose messages the broker took.
+    """
+
+    def __init__(self, message: str | None = None, *, sent: list[str]) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
 class NonRetriableError(CeleryDeferError):
     """Raised by a handler to fail the deferred run now, without a retry."""
 

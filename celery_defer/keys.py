@@ -34,12 +34,17 @@ CLAIM = "claim"
 INFLIGHT = "inflight"
 #: The message that starts a deferred run in flight again (string, JSON).
 RESEND = "resend"
-#: A deferred run that finalized (string, kept ``DONE_TTL_S``).
+#: Deferred runs that finalized, grouped in buckets (string of fixed-width
+#: entries: a run's :func:`done_marker` then its outcome code), one per
+#: generation of ``defer_done_ttl`` seconds; see ``celery_defer.deferred.done_markers``.
 DONE = "done"
 #: Counters the library keeps for operators (hash: name -> count).
 STATS = "stats"
 #: Flow-control limiter state (see ``celery_defer.limits``).
 LIMIT = "limit"
+#: Concurrency lines with parked runs, for recovery (zset: "<limit>:<lease ms>:<guard
+#: key>" -> when a run last parked, ms); never touched by a guard's own scripts.
+LINES = "lines"
 #: Kept step results of one run (hash: hashed step id -> result), see ``celery_defer.steps``.
 STEPS = "steps"
 
@@ -52,8 +57,13 @@ SHARDS = 64
 
 #: How long recorded defers wait for their parent run to finalize.
 OUTBOX_TTL_S = 7 * 24 * 3600
-#: How long a finished deferred run is remembered, to acknowledge duplicates.
+#: How long a finished deferred run is remembered by default (``defer_done_ttl``).
 DONE_TTL_S = 7 * 24 * 3600
+#: Done-marker buckets within one shard: 64 x 64 = 4096 buckets in all, so ten
+#: million markers a generation make ~50 KB buckets (a lookup scans one).
+DONE_BUCKETS_PER_SHARD = 64
+#: Hex digits of a run id's done marker: 80 bits.
+DONE_MARKER_HEX = 20
 #: How long a run's kept steps wait for its next attempt (as long as its defers do).
 STEPS_TTL_S = OUTBOX_TTL_S
 #: How long kept steps outlive their run's finalization: enough for a late
@@ -102,8 +112,10 @@ class KeySpace:
     def claim(self, run_id: str) -> str:
         return f"{self.tag(run_id)}:{CLAIM}:{run_id}"
 
-    def done(self, run_id: str) -> str:
-        return f"{self.tag(run_id)}:{DONE}:{run_id}"
+    def done_bucket(self, run_id: str, generation: int) -> str:
+        """The bucket holding ``run_id``'s done marker in ``generation`` (a sub-bucket of its shard)."""
+        sub = int.from_bytes(_run_digest(run_id)[10:], "big") % DONE_BUCKETS_PER_SHARD
+        return f"{self.tag(run_id)}:{DONE}:{sub}:{generation}"
 
     def inflight(self, of: str | int) -> str:
         """The runs-in-flight index of a run's shard (or of shard ``of``)."""
@@ -118,6 +130,10 @@ class KeySpace:
     def stats(self, of: str | int) -> str:
         """The counters of a run's shard (or of shard ``of``); readers sum every shard."""
         return f"{self.tag(of)}:{STATS}"
+
+    def lines(self) -> str:
+        """The index of concurrency lines with parked runs: one key, its own hash tag."""
+        return f"{{{self.prefix}:{LINES}}}"
 
     def limit(self, kind: str, function_id: str, key_value: str | None = None) -> str:
         """Key of one flow-control limiter, e.g. ``{prefix:limit:throttle:fn:<hash>}``.
@@ -134,6 +150,15 @@ class KeySpace:
 def keyed_limit(limit_key: str, key_hash: str) -> str:
     """The key of one hashed key value of a limiter whose unkeyed key is ``limit_key``."""
     return f"{limit_key[:-1]}:{key_hash}}}"
+
+
+def done_marker(run_id: str) -> str:
+    """The 80-bit digest (20 hex digits) that stands for ``run_id`` in its done bucket."""
+    return _run_digest(run_id)[:10].hex()
+
+
+def _run_digest(run_id: str) -> bytes:
+    return hashlib.blake2b(run_id.encode("utf-8"), digest_size=12, person=b"cd-done").digest()
 
 
 def hash_key_value(value: str) -> str:
@@ -158,6 +183,46 @@ def seen_key(key: str) -> str:
 def avg_key(key: str) -> str:
     """Key of the average run duration beside a concurrency key."""
     return f"{key}:avg"
+
+
+def booked_key(key: str) -> str:
+    """Key of the runs booked to start, beside a throttle key (zset: run id -> start ms)."""
+    return f"{key}:booked"
+
+
+def began_key(key: str) -> str:
+    """Key of the pace of actual starts beside a throttle key (string: next start, ms)."""
+    return f"{key}:began"
+
+
+def kept_starts_key(key: str) -> str:
+    """Key of the starts kept for late booked runs beside a throttle key (hash: run id -> ms)."""
+    return f"{key}:kept"
+
+
+def line_key(key: str) -> str:
+    """Key of the line of parked runs beside a concurrency key (list of run ids, FIFO)."""
+    return f"{key}:line"
+
+
+def parked_key(key: str) -> str:
+    """Key of the parked runs' messages beside a concurrency key (hash: run id -> JSON)."""
+    return f"{key}:parked"
+
+
+def line_entry(key: str, *, limit: int, lease_ms: int) -> str:
+    """Member of the lines index naming a concurrency key with what restarting it needs."""
+    return f"{limit}:{lease_ms}:{key}"
+
+
+def parse_line_entry(entry: str) -> tuple[str, int, int]:
+    """``(key, limit, lease_ms)`` of a lines index member.
+
+    Raises:
+        ValueError: the member is not one :func:`line_entry` makes.
+    """
+    limit, lease_ms, key = entry.split(":", 2)
+    return key, int(limit), int(lease_ms)
 
 
 def cancel_key(key: str) -> str:

@@ -10,7 +10,9 @@ Asking Redis for every stamp would put a round trip on paths that have none
 (``defer()`` itself, a run's start), so each process measures the offset of its
 clock to Redis ``TIME`` and reads ``local clock + offset``: one ``TIME`` call per
 :data:`REFRESH_S`, accurate to half a round trip plus the local clock's drift over
-that time (far below the milliseconds these times are kept in). When Redis
+that time (far below the milliseconds these times are kept in). A script that
+reads ``TIME`` anyway may hand it back (a deferred run's claim does): each such
+reply counts as a measurement, so a busy worker never calls ``TIME`` itself. When Redis
 cannot be reached, the last offset is kept (none yet: the local clock) and
 measuring waits :data:`RETRY_S` before it is tried again.
 """
@@ -67,6 +69,16 @@ class RedisClock:
         # The server read its clock somewhere within the round trip: its middle.
         self._offset_ns = int(seconds) * 1_000_000_000 + int(micros) * 1_000 - (before + after) // 2
         self._due = time.monotonic() + REFRESH_S
+
+    def observe(self, server_ns: int, *, sent_ns: int, received_ns: int) -> None:
+        """Take Redis time read by a call sent at ``sent_ns`` and answered at ``received_ns`` (local)."""
+        with self._lock:
+            self._offset_ns = server_ns - (sent_ns + received_ns) // 2
+            self._due = time.monotonic() + REFRESH_S
+
+    def guess_ms(self) -> int:
+        """Redis time now by the last offset, never measuring: for a guess a script checks."""
+        return (time.time_ns() + self._offset_ns) // 1_000_000
 
     def now_ns(self) -> int:
         """Redis time now, in ns since the epoch."""

@@ -4,11 +4,18 @@
   handles bytes.
 - Scripts live in ``celery_defer/lua/<group>/<name>.lua``; each is loaded with
   ``lua/prelude.lua`` in front, which gives every script the same clock
-  (``redis_now_ms()``, Redis ``TIME``).
-- The client is a ``redis.Redis`` or, for Redis Cluster, a ``redis.cluster.RedisCluster``
-  (:data:`StoreClient`); every key a script gets shares one hash slot
-  (``celery_defer.keys``), so redis-py routes each script call to the node that
-  owns it, and reloads the script there on ``NOSCRIPT``.
+  (``redis_now_ms()``, Redis ``TIME``). A line ``--#include <group>/<name>``
+  pastes in a file of shared Lua functions.
+- Script calls made inside :func:`batched` are queued and sent together in one
+  pipelined round trip (``Batch.execute``): an attempt's last writes cost one.
+- With replicas that must acknowledge writes (Sentinel: one, by default), a
+  script, or a batch, is followed by ``WAIT`` on the same connection: a failover
+  then promotes a replica that holds every write a caller was told succeeded, and
+  a write the replicas did not confirm fails like any other (callers try again).
+- For Redis Cluster (``redis+cluster://``) the client is a ``RedisCluster``
+  (:data:`StoreClient`): every key a script gets shares one hash slot
+  (``celery_defer.keys``), so each call goes to the node that owns it, and a
+  pipeline (a batch, a walk over every shard) is split by node.
 - Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
   was being done, with the driver's error as ``__cause__``: callers deal with one
   exception whether the server is down, slow, read-only or refused a script.
@@ -16,25 +23,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from importlib import resources
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from celery_defer.errors import ConfigurationError, StoreUnavailableError
-from celery_defer.redis_urls import ClusterUrl, is_cluster_url, parse_cluster_url
+from celery_defer.redis_urls import (
+    ClusterUrl,
+    ReplicaAcks,
+    check_transport_options,
+    is_cluster_url,
+    is_sentinel_url,
+    parse_cluster_url,
+    parse_sentinel_url,
+    replica_acks,
+)
 
-#: A client of the state store: one Redis server, or a Redis Cluster.
+
+class StateClient(redis.Redis):
+    """The state store's client: a ``redis.Redis`` that knows which replicas must ack a script."""
+
+    replica_acks: ReplicaAcks = ReplicaAcks()
+
+
+_INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
+
+
+logger = logging.getLogger(__name__)
+
+#: A client of the state store: one Redis server (or Sentinel's master), or a Redis Cluster.
 StoreClient: TypeAlias = "redis.Redis | RedisCluster"
-
 
 #: The scripts' folder, found when this module is imported. Finding it later goes
 #: through the import machinery (``importlib.resources`` imports its readers on
@@ -46,8 +77,10 @@ _PRELUDE = (_LUA / "prelude.lua").read_text("utf-8")
 
 @cache
 def lua_source(name: str) -> str:
-    """Return the text of script ``name`` (``"outbox/record"``), prelude first."""
-    return _PRELUDE + (_LUA / f"{name}.lua").read_text("utf-8")
+    """Return the text of script ``name`` (``"outbox/record"``), prelude first, includes pasted in."""
+    body = (_LUA / f"{name}.lua").read_text("utf-8")
+    body = _INCLUDE.sub(lambda match: (_LUA / f"{match[1]}.lua").read_text("utf-8"), body)
+    return _PRELUDE + body
 
 
 class Scripts:
@@ -61,38 +94,171 @@ class Scripts:
 
     def __init__(self, client: StoreClient, group: str, names: Sequence[str]) -> None:
         self._client = client
+        self._acks = acks_of(client)
         self._scripts: dict[str, Script] = {
             name: client.register_script(lua_source(f"{group}/{name}")) for name in names
         }
 
-    def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
-        """Run script ``name``; ``doing`` says what for, in the error when Redis fails."""
+    def __call__(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        doing: str,
+        then: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Run script ``name``; ``doing`` says what for, in the error when Redis fails.
+
+        Inside :func:`batched` on the same client, the call is queued instead and
+        returns ``None``; its reply is in ``Batch.execute``'s list, and goes to
+        ``then`` once the batch is sent. Outside a batch, ``then`` gets the reply
+        at once, and it is returned as well.
+        """
+        batch = _batch.get()
+        if batch is not None and batch.client is self._client:
+            if then is not None:
+                batch.thens[len(batch.calls)] = then
+            batch.calls.append((self._scripts[name], list(keys), list(args)))
+            return None
+        reply = self._run(name, keys, args, doing=doing)
+        if then is not None:
+            then(reply)
+        return reply
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
         with reaching(doing):
-            return self._scripts[name](keys=list(keys), args=list(args))
+            if not self._acks.replicas:
+                return self._scripts[name](keys=list(keys), args=list(args))
+            replies = _send_acked(self._client, self._acks, [(self._scripts[name], list(keys), list(args))])
+        _check_acks(replies[-1], self._acks, doing)
+        if isinstance(replies[0], Exception):
+            raise StoreUnavailableError(f"{doing}: {replies[0]}") from replies[0]
+        return replies[0]
 
     def each(
         self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], *, doing: str
     ) -> list[Any]:
         """Run script ``name`` once per ``(keys, args)`` in one pipeline (one round trip per node).
 
-        For walks over every shard. A call that finds the script not loaded on its
-        node (a restarted or new node) is run again alone, which loads it.
+        For walks over every shard of an index.
         """
         script = self._scripts[name]
         with reaching(doing):
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args in calls:
-                # execute_command: redis-py blocks pipe.evalsha on a cluster because a
-                # pipeline cannot reload a script; a NOSCRIPT reply is handled below.
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
-            for index, reply in enumerate(replies):
-                if isinstance(reply, NoScriptError):
-                    keys, args = calls[index]
-                    replies[index] = script(keys=list(keys), args=list(args))
-                elif isinstance(reply, Exception):
-                    raise reply
+            replies = _send_acked(self._client, self._acks, [(script, list(k), list(a)) for k, a in calls])
+        if self._acks.replicas:
+            _check_acks(replies.pop(), self._acks, doing)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StoreUnavailableError(f"{doing}: {reply}") from reply
         return replies
+
+
+class Batch:
+    """Script calls queued by :func:`batched`, sent in one pipelined round trip.
+
+    Not a transaction: each script is atomic on its own, and a failing one does
+    not stop the others.
+    """
+
+    def __init__(self, client: StoreClient) -> None:
+        self.client = client
+        self.calls: list[tuple[Script, list[str], list[Any]]] = []
+        #: What a queued call's reply goes to, by the call's place in ``calls``.
+        self.thens: dict[int, Callable[[Any], None]] = {}
+
+    def execute(self, doing: str) -> list[Any]:
+        """Send the queued calls; return their replies in order, a failed call's error in its place.
+
+        Raises:
+            StoreUnavailableError: Redis could not be reached at all.
+        """
+        if not self.calls:
+            return []
+        with reaching(doing):
+            replies = _send_acked(self.client, acks_of(self.client), self.calls)
+        acks = acks_of(self.client)
+        if acks.replicas:
+            _check_acks(replies.pop(), acks, doing)
+        for index, then in self.thens.items():
+            reply = replies[index]
+            if isinstance(reply, Exception):
+                continue  # the caller sees it in its place in the replies
+            try:
+                then(reply)
+            except Exception:
+                logger.warning("%s: handling the reply of a call sent with it failed", doing, exc_info=True)
+        return replies
+
+
+def acks_of(client: StoreClient) -> ReplicaAcks:
+    """The replica acknowledgement ``client``'s script writes wait for (none for other clients)."""
+    return client.replica_acks if isinstance(client, StateClient) else ReplicaAcks()
+
+
+def _send_acked(
+    client: StoreClient, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+) -> list[Any]:
+    """Send ``calls`` in one pipeline, then ``WAIT`` when ``acks`` asks for replicas.
+
+    Replies come in order, a failed call's error in its place, then (with ``acks``)
+    the fewest replicas any ``WAIT`` saw. EVALSHA goes straight on the pipeline
+    (redis-py's own script support in pipelines asks SCRIPT EXISTS first, a round
+    trip every time); calls the server had no script for (first use, or a promoted
+    replica) are sent again, alone, once their scripts are loaded.
+    """
+    replies = _pipelined(client, acks, calls)
+    acked = replies.pop() if acks.replicas else None
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    if missing:
+        for index in missing:
+            script = calls[index][0]
+            script.sha = client.script_load(script.script)
+        again = _pipelined(client, acks, [calls[index] for index in missing])
+        if acks.replicas:
+            acked_again = again.pop()
+            if not isinstance(acked, Exception):
+                acked = acked_again if isinstance(acked_again, Exception) else min(acked, acked_again)
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
+    return [*replies, acked] if acks.replicas else replies
+
+
+def _pipelined(
+    client: StoreClient, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+) -> list[Any]:
+    # WAIT counts the writes of its own connection: one pipeline keeps them on one.
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        # execute_command: redis-py refuses pipe.evalsha on a cluster (its pipeline
+        # cannot load a script); NOSCRIPT replies are handled by _send_acked.
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    if acks.replicas:
+        pipe.wait(acks.replicas, acks.timeout_ms)
+    return pipe.execute(raise_on_error=False)
+
+
+def _check_acks(acked: Any, acks: ReplicaAcks, doing: str) -> None:
+    if isinstance(acked, Exception):
+        raise StoreUnavailableError(f"{doing}: waiting for replicas: {acked}") from acked
+    if int(acked) < acks.replicas:
+        raise StoreUnavailableError(
+            f"{doing}: {acked} of {acks.replicas} replicas confirmed the write within {acks.timeout_ms} ms"
+        )
+
+
+_batch: ContextVar[Batch | None] = ContextVar("celery_defer_batch", default=None)
+
+
+@contextmanager
+def batched(client: StoreClient) -> Iterator[Batch]:
+    """Queue the script calls made on ``client`` in this block; send them with ``Batch.execute``."""
+    batch = Batch(client)
+    token = _batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _batch.reset(token)
 
 
 @contextmanager
@@ -104,33 +270,74 @@ def reaching(doing: str) -> Iterator[None]:
         raise StoreUnavailableError(f"{doing}: {exc}") from exc
 
 
-def _retry() -> Retry:
-    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3)
+def _client_options() -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
 
 
-def connect(url: str) -> StoreClient:
+def connect(url: str, *, transport_options: Mapping[str, Any] | None = None) -> StoreClient:
     """Return a client for the library's state store at ``url``.
 
-    ``redis://`` and ``rediss://`` give one server's client; ``redis+cluster://``
-    and ``rediss+cluster://`` (``celery_defer.redis_urls``) a Redis Cluster client,
-    made with the same decoding, timeouts and retries.
+    Args:
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL, ``sentinel://``
+            URLs separated by ``;``, or ``redis+cluster://`` / ``rediss+cluster://``
+            (see ``celery_defer.redis_urls``).
+        transport_options: ``defer_redis_transport_options``.
 
     Raises:
-        ConfigurationError: the URL is not one of these.
+        ConfigurationError: redis-py does not accept the URL, or an option is wrong.
         StoreUnavailableError: no seed node of a cluster answered.
     """
+    options = check_transport_options(transport_options)
+    acks = replica_acks(url, options)
     if is_cluster_url(url):
-        return _connect_cluster(parse_cluster_url(url))
+        if acks.replicas:
+            raise ConfigurationError(
+                "defer_redis_transport_options['min_replica_acks'] is not supported with Redis Cluster",
+                key="defer_redis_transport_options",
+            )
+        return _cluster(parse_cluster_url(url))
+    client = _sentinel_master(url, options) if is_sentinel_url(url) else _single_server(url)
+    client.replica_acks = acks
+    return client
+
+
+def _sentinel_master(url: str, options: Mapping[str, Any]) -> StateClient:
+    # The pool asks the sentinels for the master on every new connection, and drops a
+    # connection whose server answers READONLY (a demoted master) as a ConnectionError:
+    # the retry below reconnects to whichever server was promoted.
+    target = parse_sentinel_url(url, options)
+    client_options = _client_options()
+    sentinel_kwargs = {
+        "socket_timeout": client_options["socket_timeout"],
+        "socket_connect_timeout": client_options["socket_connect_timeout"],
+        **target.sentinel_kwargs,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        min_other_sentinels=target.min_other_sentinels,
+        sentinel_kwargs=sentinel_kwargs,
+    )
+    credentials = {"username": target.username, "password": target.password}
+    master = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master_name,
+        redis_class=StateClient,
+        db=target.db,
+        **{name: value for name, value in credentials.items() if value is not None},
+        **client_options,
+    )
+    return cast(StateClient, master)
+
+
+def _single_server(url: str) -> StateClient:
     try:
-        return redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=_retry(),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
+        return cast(StateClient, StateClient.from_url(url, **_client_options()))
     except ValueError as exc:
         raise ConfigurationError(
             f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",
@@ -138,10 +345,14 @@ def connect(url: str) -> StoreClient:
         ) from exc
 
 
-def _connect_cluster(parsed: ClusterUrl) -> RedisCluster:
+def _cluster(parsed: ClusterUrl) -> RedisCluster:
     options: dict[str, Any] = dict(parsed.options)
     if "ssl_check_hostname" in options:
         options["ssl_check_hostname"] = options["ssl_check_hostname"].lower() in ("1", "true", "yes")
+    client_options = _client_options()
+    # A cluster client takes its retry itself, and no per-connection retry or health check.
+    for name in ("health_check_interval", "retry_on_error"):
+        client_options.pop(name)
     seeds = ", ".join(f"{host}:{port}" for host, port in parsed.nodes)
     # The client asks a seed node for the slot map at once: that is the first call.
     with reaching(f"reaching the Redis Cluster at {seeds}"):
@@ -153,9 +364,6 @@ def _connect_cluster(parsed: ClusterUrl) -> RedisCluster:
             username=parsed.username,
             password=parsed.password,
             ssl=parsed.tls,
-            decode_responses=True,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-            retry=_retry(),
+            **client_options,
             **options,
         )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
 
 from celery_defer.errors import ConfigurationError
+from celery_defer.redis_urls import check_transport_options, is_sentinel_url, parse_sentinel_url, replica_acks
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,9 @@ KNOWN_SETTINGS = (
     "defer_lease",
     "defer_retry_base_delay",
     "defer_retry_max_delay",
+    "defer_store_wait",
+    "defer_done_ttl",
+    "defer_redis_transport_options",
 )
 _OURS = re.compile(r"^(celery_)?defer_", re.IGNORECASE)
 
@@ -35,6 +41,7 @@ class Settings:
     """The library's settings for one Celery app, with defaults applied."""
 
     redis_url: str | None
+    redis_transport_options: Mapping[str, Any] = field(default_factory=dict)
     key_prefix: str = "celery_defer"
     recovery_interval_s: float = 30.0
     max_per_run: int = 1000
@@ -43,6 +50,7 @@ class Settings:
     retry_max_delay_s: float = 300.0
     lease_s: float = 60.0
     store_wait_s: float = 300.0
+    done_ttl_s: float = 7 * 24 * 3600.0
 
     def require_redis_url(self) -> str:
         """Return the Redis URL, or explain which setting is missing."""
@@ -72,6 +80,15 @@ def _number(conf: Any, name: str, default: float, *, minimum: float) -> float:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise ConfigurationError(f"{name} must be a number >= {minimum}, got {value!r}", key=name)
+    return float(value)
+
+
+def _positive(conf: Any, name: str, default: float) -> float:
+    value = _lookup(conf, name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}", key=name)
     return float(value)
 
 
@@ -106,6 +123,11 @@ def read_settings(app: Celery) -> Settings:
         broker = conf.broker_url or ""
         if isinstance(broker, str) and broker.startswith(_REDIS_SCHEMES):
             redis_url = broker
+    transport_options = check_transport_options(_lookup(conf, "defer_redis_transport_options"))
+    if isinstance(redis_url, str) and is_sentinel_url(redis_url):
+        parse_sentinel_url(redis_url, transport_options)  # a missing master_name stops a worker at start
+    if isinstance(redis_url, str):
+        replica_acks(redis_url, transport_options)
     prefix = _lookup(conf, "defer_key_prefix") or "celery_defer"
     if not isinstance(prefix, str) or not prefix.strip():
         raise ConfigurationError("defer_key_prefix must be a non-empty string", key="defer_key_prefix")
@@ -116,6 +138,7 @@ def read_settings(app: Celery) -> Settings:
         )
     return Settings(
         redis_url=redis_url,
+        redis_transport_options=transport_options,
         key_prefix=prefix,
         recovery_interval_s=_number(conf, "defer_recovery_interval", 30.0, minimum=0.1),
         max_per_run=int(_number(conf, "defer_max_per_run", 1000, minimum=1)),
@@ -124,6 +147,7 @@ def read_settings(app: Celery) -> Settings:
         retry_max_delay_s=_number(conf, "defer_retry_max_delay", 300.0, minimum=0.0),
         lease_s=_number(conf, "defer_lease", 60.0, minimum=1.0),
         store_wait_s=_number(conf, "defer_store_wait", 300.0, minimum=0.0),
+        done_ttl_s=_positive(conf, "defer_done_ttl", 7 * 24 * 3600.0),
     )
 
 

@@ -50,7 +50,7 @@ class Store:
             keys=keyspace,
             clock=clock,
             outbox=RedisOutbox(client, settings, keyspace, clock),
-            claims=RunClaims(client, keyspace),
+            claims=RunClaims(client, keyspace, done_ttl_s=settings.done_ttl_s, clock=clock),
             limits=RedisLimitBackend(client),
             stats=Counters(client, keyspace),
         )
@@ -80,7 +80,7 @@ def store_for(app: Celery) -> Store:
         return store
     url = settings.require_redis_url()
     with _stores_lock:
-        store = Store.build(connect(url), settings)
+        store = Store.build(connect(url, transport_options=settings.redis_transport_options), settings)
         app.__dict__["_celery_defer_store"] = store
         return store
 

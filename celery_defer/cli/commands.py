@@ -181,9 +181,12 @@ def _limits_text(function_id: str, rules: list[RuleState]) -> str:
                     [rule.slot, shown, "held", f"run={held['run_id']} lease_left={held['lease_left_s']}s"]
                 )
             for waiter in key.state["waiters"]:
-                rows.append(
-                    [rule.slot, shown, "waiting", f"run={waiter['run_id']} for={waiter['waiting_s']}s"]
+                detail = (
+                    f"run={waiter['run_id']} parked, {waiter['ahead']} ahead"
+                    if waiter.get("parked")
+                    else f"run={waiter['run_id']} for={waiter['waiting_s']}s"
                 )
+                rows.append([rule.slot, shown, "waiting", detail])
         if rule.keys_total > len(rule.keys):
             rows.append([rule.slot, "...", "", f"{rule.keys_total - len(rule.keys)} more key values"])
     return table(["RULE", "KEY", "WHAT", "DETAIL"], rows)

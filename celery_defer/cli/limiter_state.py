@@ -16,7 +16,7 @@ from typing import Any, cast
 from celery_defer.cli.catalog import guard_settings
 from celery_defer.cli.outbox_state import redis_now_ms
 from celery_defer.config.flow_keys import GuardSpec
-from celery_defer.keys import avg_key, keyed_limit, seen_key, waiters_key
+from celery_defer.keys import avg_key, keyed_limit, line_key, seen_key, waiters_key
 from celery_defer.redis_io import reaching
 from celery_defer.store import Store
 
@@ -65,7 +65,7 @@ def _key_hashes(store: Store, spec: GuardSpec, base: str) -> list[str]:
     stem = base[:-1]
     pattern = _GLOB_SPECIAL.sub(r"\\\1", stem) + ":*"
     # Sub-keys (waiters, seen, avg) count too: a concurrency key can be all waiters.
-    own = re.compile(re.escape(stem) + rf":({_HASH})\}}(?::(?:waiters|seen|avg))?$")
+    own = re.compile(re.escape(stem) + rf":({_HASH})\}}(?::(?:waiters|seen|avg|line|parked))?$")
     found: set[str] = set()
     with reaching(f"listing the keys of {spec.slot}"):
         for name in store.client.scan_iter(match=pattern, count=500):
@@ -116,7 +116,8 @@ def _concurrency(store: Store, key: str, now_ms: float) -> dict[str, Any]:
     pipe.zrange(waiters_key(key), 0, -1, withscores=True)
     pipe.zrange(seen_key(key), 0, -1, withscores=True)
     pipe.get(avg_key(key))
-    holders, waiters, seen, avg = pipe.execute()
+    pipe.lrange(line_key(key), 0, -1)
+    holders, waiters, seen, avg, line = pipe.execute()
     # Expired leases are removed lazily by the next acquire: they hold nothing now.
     held = [
         {"run_id": run_id, "lease_left_s": _seconds(end - now_ms)} for run_id, end in holders if end > now_ms
@@ -130,6 +131,8 @@ def _concurrency(store: Store, key: str, now_ms: float) -> dict[str, Any]:
         }
         for run_id, first in waiters
     ]
+    # Parked runs (off the broker, sent by the run that frees a slot), first come first.
+    queue += [{"run_id": run_id, "parked": True, "ahead": ahead} for ahead, run_id in enumerate(line)]
     if not held and not queue:
         return {}
     return {

@@ -1,8 +1,11 @@
 """Admission of a deferred run through its flow-control guards (SPEC section 3).
 
 Every check-and-take is one atomic Redis script (see ``celery_defer.limits``).
-A run that must wait is put back on the queue with the delay its guard
-computed, holding nothing; a run that is dropped never starts its handler.
+A run that must wait holds nothing meanwhile: behind a throttle it is put back
+on the queue once, for the start time the throttle booked for it (the booking
+travels in ``passed``, so it starts without asking again); behind a concurrency
+limit it parks in the key's line with the message that starts it again, and the
+run that frees a slot sends it. A run that is dropped never starts its handler.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,12 +22,20 @@ from typing import Any, Literal
 from celery_defer.config.flow_keys import GuardSpec
 from celery_defer.keys import KeySpace
 from celery_defer.lease_keeper import default_keeper
-from celery_defer.limits import Guard, LimitBackend, Singleton
+from celery_defer.limits import ConcurrencyGuard, Guard, LimitBackend, Singleton, Throttle
+from celery_defer.limits.base import to_ms
+from celery_defer.limits.concurrency import SendHandoffs
+from celery_defer.limits.lines import Lines
 
 logger = logging.getLogger(__name__)
 
 #: Marks, among the passed slots, a debounced run whose event was pushed.
 DEBOUNCE_PUSHED = "debounce:pushed"
+#: Among the passed slots, ``<slot>:booked`` marks a run whose throttle start is booked.
+BOOKED = ":booked"
+#: A booked run that came late waits this long at most in the worker to keep the
+#: pace; a longer wait puts it back on the queue (holding its new start).
+BEGIN_SLEEP_CAP_S = 1.0
 
 
 @dataclass(slots=True)
@@ -39,6 +51,9 @@ class Admission:
         held: guards holding a lease while the run executes, with their keys.
         payload: JSON of the data to run with instead (debounce: the latest).
         preempted: a run id to cancel (singleton mode ``cancel``).
+        parked: for ``wait``, the run is parked in a concurrency line: it is
+            sent again by the run that frees a slot, not put back on the queue.
+        ahead: for a parked run, how many runs were parked before it.
     """
 
     action: Literal["proceed", "wait", "drop"]
@@ -49,19 +64,40 @@ class Admission:
     held: list[tuple[Guard, str]] = field(default_factory=list)
     payload: str | None = None
     preempted: str | None = None
+    parked: bool = False
+    ahead: int = 0
+
+
+#: Builds the message that starts a parked run again, given the slots it passed.
+Parcel = Callable[[Sequence[str]], str]
 
 
 class FlowControl:
-    """The guards of one deferred function, bound to one backend."""
+    """The guards of one deferred function, bound to one backend.
+
+    Args:
+        send: publishes parked runs a release handed a slot to; without it,
+            runs wait by polling instead of parking.
+    """
 
     def __init__(
-        self, function_id: str, specs: Sequence[GuardSpec], backend: LimitBackend, *, lease_s: float
+        self,
+        function_id: str,
+        specs: Sequence[GuardSpec],
+        backend: LimitBackend,
+        *,
+        lease_s: float,
+        send: SendHandoffs | None = None,
     ) -> None:
         self.function_id = function_id
-        self.rules = [
-            (spec, spec.build(backend, lease_s=lease_s) if spec.holds else spec.build(backend))
-            for spec in specs
-        ]
+        self.backend = backend
+        self.rules = [(spec, self._build(spec, backend, lease_s, send)) for spec in specs]
+
+    @staticmethod
+    def _build(spec: GuardSpec, backend: LimitBackend, lease_s: float, send: SendHandoffs | None) -> Guard:
+        if spec.kind == "concurrency":
+            return spec.build(backend, lease_s=lease_s, send=send)
+        return spec.build(backend, lease_s=lease_s) if spec.holds else spec.build(backend)
 
     def _redis_key(self, keys: KeySpace, spec: GuardSpec, event: Any) -> str:
         value = spec.key(event) if spec.key is not None else None
@@ -75,8 +111,12 @@ class FlowControl:
         passed: Sequence[str],
         data: Any,
         event_seq: int = 0,
+        parcel: Parcel | None = None,
     ) -> Admission:
         """Check every guard the run has not passed yet, in order.
+
+        With ``parcel`` a run that finds no concurrency slot parks in the line
+        (``admission.parked``) with the message ``parcel(passed)`` makes.
 
         Raises:
             StoreUnavailableError: a guard could not reach Redis; nothing is held.
@@ -85,10 +125,21 @@ class FlowControl:
         admission = Admission("proceed", passed=list(passed))
         preempting: list[tuple[GuardSpec, Guard, str]] = []
         try:
-            for spec, guard in self.rules:
+            for index, (spec, guard) in enumerate(self.rules):
                 if spec.slot in admission.passed:
                     continue
                 key = self._redis_key(keys, spec, event)
+                if isinstance(guard, Throttle) and spec.slot + BOOKED in admission.passed:
+                    # Its start was booked when it first asked: no second check.
+                    admission.passed.remove(spec.slot + BOOKED)
+                    admission.passed.append(spec.slot)
+                    wait_s = guard.begin(key, holder=run_id)
+                    if wait_s > BEGIN_SLEEP_CAP_S:
+                        return self._stop(
+                            admission, run_id, "wait", spec, wait_s, "late for its booked start"
+                        )
+                    time.sleep(wait_s)
+                    continue
                 if _preempts(guard):
                     # Taking a cancel-mode lock displaces the running holder for good:
                     # done only once every other guard said proceed (below).
@@ -100,9 +151,21 @@ class FlowControl:
                     )
                     admission.passed.append(DEBOUNCE_PUSHED)
                     return self._stop(admission, run_id, "wait", spec, delay_s, "debounced")
-                decision = guard.check(key, holder=run_id)
+                if isinstance(guard, ConcurrencyGuard) and parcel is not None:
+                    decision = guard.check(key, holder=run_id, parcel=parcel(admission.passed))
+                else:
+                    decision = guard.check(key, holder=run_id)
                 if decision.action == "drop":
                     self._give_back(keys, event, run_id, admission.passed)
+                if decision.reserved:
+                    admission.passed.append(spec.slot + BOOKED)
+                if decision.parked:
+                    assert isinstance(guard, ConcurrencyGuard)
+                    Lines(self.backend, keys.lines()).note(
+                        key, limit=guard.limit, lease_ms=to_ms(guard.lease_s)
+                    )
+                    admission.parked, admission.ahead = True, decision.ahead
+                    self._leave_later_lines(keys, event, run_id, index)
                 if decision.action != "proceed":
                     return self._stop(
                         admission, run_id, decision.action, spec, decision.delay_s, decision.reason
@@ -146,6 +209,13 @@ class FlowControl:
         admission.kind = spec.kind
         admission.reason = f"{spec.kind}: {why}" if why else spec.kind
         return admission
+
+    def _leave_later_lines(self, keys: KeySpace, event: Any, run_id: str, index: int) -> None:
+        # A run sent from the line of a later concurrency rule holds the slot it
+        # was handed there; parked in an earlier line now, it gives that slot on.
+        for spec, guard in self.rules[index + 1 :]:
+            if spec.kind == "concurrency":
+                guard.release(self._redis_key(keys, spec, event), holder=run_id)
 
     def _give_back(self, keys: KeySpace, event: Any, run_id: str, passed: Sequence[str]) -> None:
         # A run dropped before it starts has not used its idempotency key value:

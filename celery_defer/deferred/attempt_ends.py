@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
 from celery.exceptions import Retry, Terminated, WorkerLostError
@@ -21,6 +22,7 @@ from celery_defer.deferred.message import DeferMessage, resend_message
 from celery_defer.deferred.retries import retry_delay_s
 from celery_defer.deferred.timeouts import now_ms, remaining_time_limits
 from celery_defer.errors import StoreUnavailableError
+from celery_defer.outbox.routing import resolve_route
 from celery_defer.parent.capture import current_capture
 from celery_defer.parent.task import DeferTask
 from celery_defer.settings import settings_for
@@ -59,8 +61,9 @@ class AttemptEnds(DeferTask):
     def resend(self, message: DeferMessage, *, retries: int) -> str:
         """What a recovery pass sends to start attempt ``retries`` of this run again."""
         request = self.request
+        route = resolve_route(self.app, self.name, self.__celery_defer_options__.queue)
         options = {
-            "queue": self.__celery_defer_options__.queue,
+            **route.send_options(),
             "priority": (request.delivery_info or {}).get("priority"),
             "parent_id": request.parent_id,
             "root_id": request.root_id,
@@ -68,12 +71,17 @@ class AttemptEnds(DeferTask):
         kept = {name: value for name, value in options.items() if value is not None}
         return resend_message(self.name, message, retries=retries, options=kept)
 
-    def _finish_once_recorded(self, claim: HeldClaim | None, outcome: str) -> None:
+    def _finish_once_recorded(
+        self, claim: HeldClaim | None, outcome: str, *, also: Callable[[], None] | None = None
+    ) -> None:
         # The run is marked done only once the defers its handler made are in the
-        # outbox: a kill in between re-runs it rather than lose them.
+        # outbox: a kill in between re-runs it rather than lose them. ``also``
+        # (a flow-control release) rides in the finish's round trip.
         capture = current_capture.get()
         if claim is not None and capture is not None:
-            capture.when_saved = functools.partial(claim.finish, outcome)
+            capture.when_saved = functools.partial(claim.finish, outcome, also=also)
+        elif also is not None:
+            also()
 
     def _wait_for_store(
         self, exc: StoreUnavailableError, claim: HeldClaim | None, message: DeferMessage

@@ -2,8 +2,13 @@
 
 Before its handler starts, an attempt claims its deterministic run id: a key
 ``claim:<run id>`` holding the attempt's holder token under a lease (renewed while
-the handler runs). When the run finalizes, ``done:<run id>`` remembers its outcome
-for ``defer_done_ttl``; any later copy finds it and is acknowledged unrun.
+the handler runs). When the run finalizes, its done marker remembers its outcome
+for ``defer_done_ttl`` (``done_markers``); any later copy finds it and is
+acknowledged unrun.
+
+Round trips: an attempt that runs costs two (claim; finish), its flow-control
+releases riding in the finish's pipeline. The claim's reply carries Redis time,
+which keeps the process's clock offset fresh without a ``TIME`` call of its own.
 """
 
 from __future__ import annotations
@@ -12,16 +17,20 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from celery_defer import keys
 from celery_defer.background import background
+from celery_defer.deferred.done_markers import DoneMarkers, generation_mismatch, outcome_code, outcome_of
+from celery_defer.errors import StoreUnavailableError
 from celery_defer.lease_keeper import default_keeper
-from celery_defer.redis_io import Scripts, StoreClient
+from celery_defer.redis_clock import RedisClock
+from celery_defer.redis_io import Scripts, StoreClient, batched
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +57,35 @@ class RunClaims:
     Every method raises :class:`~celery_defer.StoreUnavailableError` when Redis fails.
     """
 
-    def __init__(self, client: StoreClient, keyspace: keys.KeySpace) -> None:
+    def __init__(
+        self, client: StoreClient, keyspace: keys.KeySpace, *, done_ttl_s: float, clock: RedisClock
+    ) -> None:
+        self.client = client
         self.keys = keyspace
+        self.clock = clock
+        self.done = DoneMarkers(keyspace, ttl_s=done_ttl_s, clock=clock)
         self._script = Scripts(client, "runs", _SCRIPTS)
         self._take_due = Scripts(client, "indexes", ("take_due",))
 
     def _run_keys(self, run_id: str) -> list[str]:
         k = self.keys
-        return [k.claim(run_id), k.done(run_id), k.inflight(run_id), k.resend(run_id)]
+        return [k.claim(run_id), k.inflight(run_id), k.resend(run_id)]
+
+    def _marked(self, name: str, run_id: str, args: list[Any], *, doing: str, generation: int) -> Any:
+        """Run a script that reads or writes the run's done marker, for ``generation``."""
+        return self._script(
+            name,
+            [*self._run_keys(run_id), *self.done.buckets(run_id, generation)],
+            [*args, *self.done.args(run_id, generation)],
+            doing=doing,
+        )
+
+    def _marked_now(self, name: str, run_id: str, args: list[Any], *, doing: str) -> Any:
+        reply = self._marked(name, run_id, args, doing=doing, generation=self.done.generation())
+        generation = generation_mismatch(reply)
+        if generation is not None:  # a generation began a moment ago, by Redis time
+            reply = self._marked(name, run_id, args, doing=doing, generation=generation)
+        return reply
 
     def claim(self, run_id: str, holder: str, *, lease_ms: int, attempt: int, resend: str) -> ClaimResult:
         """Claim a deferred run for ``holder`` before its handler starts.
@@ -63,13 +93,20 @@ class RunClaims:
         ``resend`` is the message that starts this attempt again: a recovery pass
         sends it if the claim lapses before the run finishes (its worker died).
         """
-        reply = self._script(
+        sent_ns = time.time_ns()
+        reply = self._marked_now(
             "claim",
-            self._run_keys(run_id),
+            run_id,
             [holder, lease_ms, attempt, run_id, resend, keys.DONE_TTL_S],
             doing=f"claiming deferred run {run_id}",
         )
-        return ClaimResult(reply[0], reply[1] if len(reply) > 1 else "")
+        if reply[0] == "ok":
+            server_ns = int(reply[1]) * 1_000_000_000 + int(reply[2]) * 1_000
+            self.clock.observe(server_ns, sent_ns=sent_ns, received_ns=time.time_ns())
+            return ClaimResult("ok")
+        if reply[0] == "done":
+            return ClaimResult("done", outcome_of(reply[1]))
+        return ClaimResult(reply[0], reply[1])
 
     def renew(self, run_id: str, holder: str, *, lease_ms: int) -> bool:
         """Extend the claim's lease; False when ``holder`` no longer has it."""
@@ -92,14 +129,32 @@ class RunClaims:
             doing=f"handing deferred run {run_id} to its next attempt",
         )
 
-    def finish(self, run_id: str, holder: str, *, outcome: str) -> None:
-        """Release the claim; a non-empty ``outcome`` marks the run finalized."""
-        self._script(
-            "finish",
-            self._run_keys(run_id),
-            [holder, outcome, keys.DONE_TTL_S, run_id],
-            doing=f"finishing deferred run {run_id}",
-        )
+    def finish(
+        self, run_id: str, holder: str, *, outcome: str, also: Callable[[], None] | None = None
+    ) -> None:
+        """Release the claim; a non-empty ``outcome`` marks the run finalized.
+
+        ``also`` makes script calls (a flow-control release) sent in the same
+        pipelined round trip; their failures are logged, never raised.
+        """
+        doing = f"finishing deferred run {run_id}"
+        args: list[Any] = [holder, outcome_code(outcome), run_id]
+        generation = self.done.generation()
+        if also is None:
+            reply = self._marked("finish", run_id, args, doing=doing, generation=generation)
+        else:
+            with batched(self.client) as batch:
+                also()
+                self._marked("finish", run_id, args, doing=doing, generation=generation)
+            *others, reply = batch.execute(doing)
+            for other in others:
+                if isinstance(other, Exception):
+                    logger.warning("deferred run %s: a call sent with its finish failed: %s", run_id, other)
+            if isinstance(reply, Exception):
+                raise StoreUnavailableError(f"{doing}: {reply}") from reply
+        generation_now = generation_mismatch(reply)
+        if generation_now is not None:
+            self._marked("finish", run_id, args, doing=doing, generation=generation_now)
 
     def take_lapsed(self, *, limit: int, lease_ms: int) -> list[str]:
         """Take runs in flight whose time came (recovery), ``limit`` per shard.
@@ -112,9 +167,7 @@ class RunClaims:
 
     def message_to_resend(self, run_id: str) -> str | None:
         """The message that starts a lapsed run again, or ``None`` when it needs none."""
-        message = self._script(
-            "resend", self._run_keys(run_id), [run_id], doing=f"reading deferred run {run_id}"
-        )
+        message = self._marked_now("resend", run_id, [run_id], doing=f"reading deferred run {run_id}")
         return str(message) if message else None
 
 
@@ -162,15 +215,16 @@ class HeldClaim:
         except Exception:
             logger.warning("deferred run %s: could not hand its claim over", self.run_id, exc_info=True)
 
-    def finish(self, outcome: str) -> None:
+    def finish(self, outcome: str, *, also: Callable[[], None] | None = None) -> None:
         """Mark the run finalized with ``outcome`` and let go of the claim.
 
+        ``also`` rides in the same round trip (see :meth:`RunClaims.finish`).
         Kept trying in the background while Redis is away: a run not marked done
         would be sent again once its claim lapses.
         """
 
         def attempt() -> bool:
-            self.claims.finish(self.run_id, self.holder, outcome=outcome)
+            self.claims.finish(self.run_id, self.holder, outcome=outcome, also=also)
             return True
 
         try:

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from celery_defer.deferred.admission import Admission, FlowControl, keep_leases
@@ -22,6 +22,7 @@ from celery_defer.deferred.context import DeferContext, DeferEvent, Parent, run_
 from celery_defer.deferred.direct_start import DirectStart, parse_started
 from celery_defer.deferred.handler_call import invoke_handler, validate_payload
 from celery_defer.deferred.message import DeferMessage
+from celery_defer.deferred.parking import FROM_LINE, send_handoffs
 from celery_defer.deferred.payload import T
 from celery_defer.deferred.timeouts import check_timeouts, now_ms
 from celery_defer.errors import (
@@ -31,6 +32,7 @@ from celery_defer.errors import (
     Requeued,
     StoreUnavailableError,
 )
+from celery_defer.limits.backend import PARK_TTL_MS
 from celery_defer.parent.call_site import defer
 from celery_defer.settings import settings_for
 from celery_defer.steps.current import steps_of_current_run
@@ -107,6 +109,11 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             store.stats.count(f"duplicate:{function_id}", run_id=request.id)
             raise DuplicateRun(f"already {found.detail}")
         if found.state == "busy":
+            if FROM_LINE in message.passed:
+                # Sent from a line while its parked attempt was still handing its
+                # claim over (a few ms): come back at once, holding the slot.
+                back = message.replace(passed=tuple(s for s in message.passed if s != FROM_LINE))
+                self.requeue(delay_s=0.1, reason="its parked attempt is ending", kwargs=back.to_kwargs())
             self.requeue(delay_s=found.busy_for_s + 0.05, reason="another copy has the run")
         return store, claim
 
@@ -132,8 +139,14 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             except DeferredRunTimeoutError:
                 flow.abandon(store.keys, event, run_id)
                 raise
+            retries = self.request.retries or 0
+
+            def parcel(passed: Sequence[str]) -> str:
+                slots = (*(slot for slot in passed if slot != FROM_LINE), FROM_LINE)
+                return self.resend(message.replace(passed=slots), retries=retries)
+
             admission = flow.admit(
-                store.keys, event, run_id, list(message.passed), message.data, message.event_seq
+                store.keys, event, run_id, list(message.passed), message.data, message.event_seq, parcel
             )
             if admission.action == "proceed" and admission.payload is not None:
                 message = message.replace(data=json.loads(admission.payload))
@@ -148,7 +161,13 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         cached: tuple[Store, FlowControl] | None = self.__dict__.get("_flow_cache")
         if cached is None or cached[0] is not store:
             options = self.__celery_defer_options__
-            flow = FlowControl(options.id, options.flow, store.limits, lease_s=store.settings.lease_s)
+            flow = FlowControl(
+                options.id,
+                options.flow,
+                store.limits,
+                lease_s=store.settings.lease_s,
+                send=functools.partial(send_handoffs, self.app),
+            )
             cached = (store, flow)
             self.__dict__["_flow_cache"] = cached
         return cached[1]
@@ -182,8 +201,10 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         except Exception as exc:
             FlowControl.release(admission.held, run_id, time.monotonic() - began)
             self._fail_or_retry(exc, claim, message)
-        FlowControl.release(admission.held, run_id, time.monotonic() - began)
-        self._finish_once_recorded(claim, "succeeded")
+        # The slots go back with the finish, in its round trip (a moment later: once
+        # the defers the handler made are recorded, when it made some).
+        release = functools.partial(FlowControl.release, admission.held, run_id, time.monotonic() - began)
+        self._finish_once_recorded(claim, "succeeded", also=release if admission.held else None)
         return result
 
     def _hold_back(self, admission: Admission, store: Store, claim: HeldClaim, message: DeferMessage) -> Any:
@@ -198,10 +219,35 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             logger.info("singleton: cancelling run %s for run %s", admission.preempted, run_id)
             self.app.control.revoke(admission.preempted, terminate=True)
         # Kept for this very attempt: a stray copy of an earlier one stays out.
-        ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
         waiting = message.replace(passed=tuple(admission.passed))
         retries = self.request.retries or 0
+        if admission.parked:
+            # Parked: the claim lasts as long as the line may, so that recovery does
+            # not send the run while the line still holds it.
+            sent_from_line = (*(slot for slot in waiting.passed if slot != FROM_LINE), FROM_LINE)
+            claim.hand_over(
+                next_attempt=retries,
+                ttl_ms=PARK_TTL_MS + int(store.settings.lease_s * 1000),
+                resend=self.resend(waiting.replace(passed=sent_from_line), retries=retries),
+            )
+            logger.info(
+                "deferred run %s parked in the %s line of %s (%d ahead)",
+                run_id,
+                admission.kind,
+                options.id,
+                admission.ahead,
+            )
+            self.step_aside(reason=admission.reason, back_in_s=PARK_TTL_MS / 1000)
+        ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
         claim.hand_over(next_attempt=retries, ttl_ms=ttl_ms, resend=self.resend(waiting, retries=retries))
+        logger.info(
+            "deferred run %s waiting on %s of %s, %.1f s (%s)",
+            run_id,
+            admission.kind,
+            options.id,
+            admission.delay_s,
+            admission.reason,
+        )
         self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
 
     def _sleep_run(

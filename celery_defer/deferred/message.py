@@ -159,7 +159,8 @@ def _field(doc: Mapping[str, Any], path: str, kind: type, default: Any = _MISSIN
 def resend_message(task_name: str, message: DeferMessage, *, retries: int, options: dict[str, Any]) -> str:
     """JSON of what a recovery pass sends to start an attempt again (its worker died).
 
-    ``options`` are ``send_task`` options: ``queue``, ``priority``, ``parent_id``, ``root_id``.
+    ``options`` are ``send_task`` options: ``queue`` (with ``exchange`` and ``routing_key``
+    when a route sets them), ``priority``, ``parent_id``, ``root_id``.
     """
     document = {"task": task_name, "kwargs": message.to_kwargs(), "retries": retries, "options": options}
     return json.dumps(document, separators=(",", ":"))

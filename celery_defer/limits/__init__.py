@@ -11,8 +11,11 @@ and answers ``guard.check(key, holder=run_id) -> Decision``, where
 
 - ``"proceed"``: start the run now;
 - ``"wait"``: re-schedule the same run after ``decision.delay_s`` seconds (a
-  Celery ``retry(countdown=...)`` that does not spend the retry budget), then
-  call ``check`` again with the same ``holder``;
+  requeue that does not spend the retry budget), then call ``check`` again
+  with the same ``holder``; unless ``decision.reserved`` (a throttle booked
+  its start: carry that, and call ``Throttle.begin`` instead of checking
+  again) or ``decision.parked`` (a concurrency line holds the run: end the
+  attempt without a requeue; a release sends it);
 - ``"drop"``: never start it; log ``decision.reason`` and count it.
 
 Order and re-checks. Check guards in a fixed order and stop at the first that
@@ -30,9 +33,13 @@ when Redis cannot be reached.
 
 Per guard:
 
-- ``ConcurrencyGuard(backend, limit=5, lease_s=60)``: ``check`` takes a slot or
-  queues the run (FIFO; the delay grows with its queue position and the average
-  run time). While the run executes keep the slot alive::
+- ``ConcurrencyGuard(backend, limit=5, lease_s=60, send=...)``: ``check(key,
+  holder=..., parcel=message)`` takes a slot or parks the run in the key's line
+  (``decision.parked``); ``release`` hands the slot to the head of the line and
+  calls ``send`` with its message; ``Lines`` (``celery_defer.limits.lines``)
+  restarts lines whose head was lost. Without a parcel ``check`` queues the run
+  (FIFO; the delay grows with its queue position and the average run time).
+  While the run executes keep the slot alive::
 
       default_keeper().register(  # celery_defer.lease_keepertoken, lease_s=guard.lease_s,
                                 renew=functools.partial(guard.renew, key, holder=run_id))
@@ -41,7 +48,9 @@ Per guard:
   holder=run_id, run_s=elapsed)``. A waiter that gives up should also call
   ``release`` (it leaves the queue).
 - ``Throttle(backend, limit=5, period_s=2, burst=1)``: ``check`` records the start
-  (``proceed``) or says exactly how long to ``wait``. Nothing to release.
+  (``proceed``) or books the run's start and says exactly how long to ``wait``
+  (``decision.reserved``); when it comes back, ``begin`` says how long to wait
+  first if it came late (0 on time). Nothing to release.
 - ``RateLimit(backend, limit=10, period_s=60)``: ``proceed`` (counted) or
   ``drop``. Nothing to release.
 - ``Idempotency(backend, ttl_s=86400)``: the first run id to check a key value

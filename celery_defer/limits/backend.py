@@ -9,6 +9,7 @@ caller; every time is in milliseconds and read from the backend's own clock
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,23 @@ EWMA_ALPHA = 0.3
 AVG_TTL_MS = 24 * 3600 * 1000
 #: How long debounce state outlives the moment its latest event should check back.
 DEBOUNCE_GRACE_MS = 24 * 3600 * 1000
+#: How long a concurrency line (and its index entry) outlives its last parked run.
+PARK_TTL_MS = 24 * 3600 * 1000
+#: How long after its time a throttle booking not begun is given up (its run went away).
+BOOKING_GRACE_MS = 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A parked run handed a free concurrency slot: send ``message`` to start it.
+
+    Attributes:
+        run_id: the parked run, which holds the slot for a lease meanwhile.
+        message: the JSON its run kept to start it again (``resend`` of its claim).
+    """
+
+    run_id: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +49,15 @@ class LeaseResult:
         acquired: the caller holds a slot now.
         position: the caller's rank among waiters (0 = next), when not acquired.
         avg_run_ms: average run duration seen on this key, if any run was released.
+        parked: the caller waits in the key's line (it gave a parcel).
+        handoffs: parked runs this call handed a free slot to; the caller sends them.
     """
 
     acquired: bool
     position: int
     avg_run_ms: float | None
+    parked: bool = False
+    handoffs: tuple[Handoff, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +99,27 @@ class LimitBackend(abc.ABC):
 
     @abc.abstractmethod
     def lease_acquire(
-        self, key: str, holder: str, limit: int, lease_ms: int, waiter_ttl_ms: int
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        lease_ms: int,
+        waiter_ttl_ms: int,
+        *,
+        parcel: str | None = None,
     ) -> LeaseResult:
-        """Take one of ``limit`` slots for ``lease_ms``, or queue in FIFO order.
+        """Take one of ``limit`` slots for ``lease_ms``, or wait for one.
 
         Expired leases are pruned first, and waiters not seen for
-        ``waiter_ttl_ms``. A caller takes a slot only when one is free and it is
-        within the first free-slot-count live waiters in arrival order;
-        otherwise it is queued (keeping its first arrival time). A holder that
-        already holds a slot gets its lease refreshed.
+        ``waiter_ttl_ms``; free slots go to the head of the key's line first
+        (returned as ``handoffs``). A holder that already holds a slot (one
+        handed to it while parked, too) gets its lease refreshed.
+
+        With a ``parcel`` (the message that starts the run again) a caller that
+        finds no free slot, or others parked before it, parks at the tail of
+        the line, for :data:`PARK_TTL_MS`. Without one it queues in FIFO order
+        and polls: it takes a slot once one is free and it is within the first
+        free-slot-count live waiters in arrival order.
         """
 
     @abc.abstractmethod
@@ -93,12 +127,76 @@ class LimitBackend(abc.ABC):
         """Extend a live lease to ``lease_ms`` from now; False if it was lost."""
 
     @abc.abstractmethod
-    def lease_release(self, key: str, holder: str, run_ms: float | None) -> None:
-        """Free the holder's slot (or wait place) and fold ``run_ms`` into the average."""
+    def lease_release(
+        self,
+        key: str,
+        holder: str,
+        run_ms: float | None,
+        *,
+        limit: int = 0,
+        lease_ms: int = 0,
+        then: Callable[[tuple[Handoff, ...]], None] | None = None,
+    ) -> tuple[Handoff, ...]:
+        """Free the holder's slot (or wait place), fold ``run_ms`` into the average.
+
+        Then, given the key's ``limit``, hand free slots to the head of the
+        line, each held for ``lease_ms``: the caller sends what is returned,
+        or, with ``then``, what ``then`` is given (when the release rides in a
+        batch, once the batch is sent); the call then returns nothing.
+        """
 
     @abc.abstractmethod
-    def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
-        """Record a start allowed now and return 0, or return the ms to wait (GCRA)."""
+    def line_restart(self, key: str, limit: int, lease_ms: int) -> tuple[int, tuple[Handoff, ...]]:
+        """Hand free slots to a line whose head was lost; return (runs parked, handoffs).
+
+        A parked run neither in the line nor holding lost its hand-over and goes
+        back to the head of the line first.
+        """
+
+    @abc.abstractmethod
+    def lines_note(self, index_key: str, member: str) -> None:
+        """Note ``member`` (a line with parked runs) in the index recovery reads."""
+
+    @abc.abstractmethod
+    def lines_noted(self, index_key: str) -> list[tuple[str, float]]:
+        """Every noted line with the time (ms) a run last parked in it."""
+
+    @abc.abstractmethod
+    def lines_forget(self, index_key: str, member: str, noted_ms: float) -> None:
+        """Drop ``member`` from the index unless a run parked after ``noted_ms``."""
+
+    @abc.abstractmethod
+    def throttle_take(
+        self,
+        key: str,
+        limit: int,
+        period_ms: int,
+        burst: int = 1,
+        *,
+        reserve: bool = False,
+        holder: str = "",
+    ) -> int:
+        """Record a start allowed now and return 0, or return the ms to wait (GCRA).
+
+        With ``reserve`` a caller that must wait books the next free start time
+        for ``holder`` (the theoretical arrival time moves on by one interval),
+        so that waiters get distinct, increasing start times in the order they
+        asked; the returned wait is the caller's own. A caller then starts at
+        once only if no booked run is still to :meth:`throttle_begin` (bookings
+        are given up :data:`BOOKING_GRACE_MS` after their time) and the pace of
+        actual starts allows it. Without ``reserve`` nothing is recorded for a
+        caller that must wait.
+        """
+
+    @abc.abstractmethod
+    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        """A booked run begins: return the ms it waits first to keep the pace (0: none).
+
+        Runs delivered after their booked time arrive bunched, and not always in
+        the order they were booked: a late run keeps, before its own, the next
+        starts the pace allows for each run booked before it that has not begun,
+        so late runs still start in booking order and the pace holds.
+        """
 
     @abc.abstractmethod
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:

@@ -37,6 +37,11 @@ class Decision:
         payload: for ``Debounce``, the latest event's payload to run with.
         preempted: for ``Singleton`` in mode ``cancel``, with ``wait``: the
             holder (run id) the caller must cancel; named once per holder.
+        reserved: with ``wait``, the run's start time is booked (``Throttle``):
+            after ``delay_s`` it starts without checking this guard again.
+        parked: with ``wait``, the run waits in the guard's line
+            (``ConcurrencyGuard``): it leaves the queue, and the run that frees
+            a slot sends it; ``ahead`` runs were parked before it.
     """
 
     action: Action
@@ -44,6 +49,9 @@ class Decision:
     reason: str = ""
     payload: str | None = None
     preempted: str | None = None
+    reserved: bool = False
+    parked: bool = False
+    ahead: int = 0
 
     @classmethod
     def proceed(cls, *, payload: str | None = None, preempted: str | None = None) -> Decision:
@@ -51,9 +59,16 @@ class Decision:
         return cls("proceed", payload=payload, preempted=preempted)
 
     @classmethod
-    def wait(cls, delay_s: float, reason: str, *, preempted: str | None = None) -> Decision:
+    def wait(
+        cls, delay_s: float, reason: str, *, preempted: str | None = None, reserved: bool = False
+    ) -> Decision:
         """Check again after ``delay_s`` seconds (having asked ``preempted`` to stop, if set)."""
-        return cls("wait", delay_s=delay_s, reason=reason, preempted=preempted)
+        return cls("wait", delay_s=delay_s, reason=reason, preempted=preempted, reserved=reserved)
+
+    @classmethod
+    def park(cls, reason: str, *, ahead: int) -> Decision:
+        """Wait in the guard's line until a run that frees a slot sends this one."""
+        return cls("wait", reason=reason, parked=True, ahead=ahead)
 
     @classmethod
     def drop(cls, reason: str) -> Decision:

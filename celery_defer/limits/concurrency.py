@@ -1,13 +1,25 @@
-"""``concurrency``: at most ``limit`` runs executing at once; the rest wait in FIFO order."""
+"""``concurrency``: at most ``limit`` runs executing at once; the rest wait in FIFO order.
+
+A run that brings a parcel (the message that starts it again) and finds no free
+slot parks in the key's line and leaves the broker: nothing polls. The run that
+frees a slot hands it, in the same atomic call, to the head of the line, and
+:attr:`ConcurrencyGuard.send` publishes that run's message; the slot is held for
+it meanwhile, so no newcomer takes it. Without a parcel a waiter polls (it
+checks back after a delay that grows with its position).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
-from celery_defer.limits.backend import LeaseResult, LimitBackend
+from celery_defer.limits.backend import Handoff, LeaseResult, LimitBackend
 from celery_defer.limits.base import Decision, Guard, require_positive, to_ms
 
 logger = logging.getLogger(__name__)
+
+#: Publishes the runs a call handed a slot to.
+SendHandoffs = Callable[[Sequence[Handoff]], None]
 
 #: Assumed run duration until the first run on a key has been released.
 DEFAULT_RUN_S = 1.0
@@ -45,6 +57,8 @@ class ConcurrencyGuard(Guard):
         waiter_ttl_s: a waiter that has not asked again for this long loses its
             place; ``2 * lease_s`` by default (a waiter checks back within a lease).
         default_run_s: run duration assumed before any run was released.
+        send: publishes parked runs handed a slot; without it they are logged
+            and left to their slot's lease and the recovery pass.
     """
 
     kind = "concurrency"
@@ -58,6 +72,7 @@ class ConcurrencyGuard(Guard):
         lease_s: float = 60.0,
         waiter_ttl_s: float | None = None,
         default_run_s: float = DEFAULT_RUN_S,
+        send: SendHandoffs | None = None,
     ) -> None:
         super().__init__(backend)
         for name, value in (
@@ -70,14 +85,18 @@ class ConcurrencyGuard(Guard):
         self.lease_s = float(lease_s)
         self.waiter_ttl_s = 2 * self.lease_s if waiter_ttl_s is None else float(waiter_ttl_s)
         self.default_run_s = default_run_s
+        self.send = send
 
-    def check(self, key: str, *, holder: str) -> Decision:
-        """Take a slot (``proceed``) or queue for one (``wait``)."""
+    def check(self, key: str, *, holder: str, parcel: str | None = None) -> Decision:
+        """Take a slot (``proceed``), park in the line (with a ``parcel``) or queue (``wait``)."""
         result = self.backend.lease_acquire(
-            key, holder, self.limit, to_ms(self.lease_s), to_ms(self.waiter_ttl_s)
+            key, holder, self.limit, to_ms(self.lease_s), to_ms(self.waiter_ttl_s), parcel=parcel
         )
+        self._send(result.handoffs)
         if result.acquired:
             return Decision.proceed()
+        if result.parked:
+            return Decision.park(f"concurrency limit {self.limit}", ahead=result.position)
         delay_s = self.wait_delay_s(result)
         logger.debug("%s waits %.3fs at position %d on %s", holder, delay_s, result.position, key)
         return Decision.wait(delay_s, f"concurrency limit {self.limit}, position {result.position}")
@@ -98,5 +117,18 @@ class ConcurrencyGuard(Guard):
         return self.backend.lease_renew(key, holder, to_ms(self.lease_s))
 
     def release(self, key: str, *, holder: str, run_s: float | None = None) -> None:
-        """Free the slot (or the place in the queue); ``run_s`` feeds the average run time."""
-        self.backend.lease_release(key, holder, None if run_s is None else run_s * 1000)
+        """Free the slot (or the place in the queue or line), handing it to the next parked run.
+
+        ``run_s`` feeds the average run time.
+        """
+        run_ms = None if run_s is None else run_s * 1000
+        lease_ms = to_ms(self.lease_s)
+        self.backend.lease_release(key, holder, run_ms, limit=self.limit, lease_ms=lease_ms, then=self._send)
+
+    def _send(self, handoffs: Sequence[Handoff]) -> None:
+        if not handoffs:
+            return
+        if self.send is None:
+            logger.warning("%d parked runs handed a slot but nothing sends them here", len(handoffs))
+            return
+        self.send(handoffs)

@@ -6,7 +6,6 @@ can move time by hand instead of sleeping.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 import time
@@ -14,15 +13,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from celery_defer.keys import cancel_key
+from celery_defer.keys import began_key, cancel_key
 from celery_defer.limits.backend import (
-    EWMA_ALPHA,
+    BOOKING_GRACE_MS,
     DebounceResult,
+    Handoff,
     LeaseResult,
     LimitBackend,
     SingletonMode,
     SingletonResult,
 )
+from celery_defer.limits.memory_leases import MemoryLeases
 
 #: Below this many ms a wait is rounding noise, as in the Lua scripts.
 _EPSILON_MS = 0.001
@@ -31,13 +32,6 @@ _EPSILON_MS = 0.001
 def wall_clock_ms() -> float:
     """Milliseconds since the epoch."""
     return time.time() * 1000.0
-
-
-@dataclass(slots=True)
-class _Waiter:
-    arrival_ms: float
-    seq: int
-    seen_ms: float
 
 
 @dataclass(slots=True)
@@ -59,13 +53,13 @@ class MemoryLimitBackend(LimitBackend):
     def __init__(self, clock_ms: Callable[[], float] = wall_clock_ms) -> None:
         self._clock_ms = clock_ms
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._holders: dict[str, dict[str, float]] = {}
-        self._waiters: dict[str, dict[str, _Waiter]] = {}
-        self._avg: dict[str, float] = {}
+        self._leases = MemoryLeases()
         self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expiry ms)
         self._hits: dict[str, deque[float]] = {}
         self._debounce: dict[str, _Debounced] = {}
+        self._index: dict[str, dict[str, float]] = {}
+        self._booked: dict[str, dict[str, float]] = {}
+        self._kept: dict[str, dict[str, float]] = {}
 
     def _get(self, key: str, now: float) -> str | None:
         entry = self._values.get(key)
@@ -75,58 +69,110 @@ class MemoryLimitBackend(LimitBackend):
         return entry[0]
 
     def lease_acquire(
-        self, key: str, holder: str, limit: int, lease_ms: int, waiter_ttl_ms: int
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        lease_ms: int,
+        waiter_ttl_ms: int,
+        *,
+        parcel: str | None = None,
     ) -> LeaseResult:
         with self._lock:
-            now = self._clock_ms()
-            holders = self._holders.setdefault(key, {})
-            for name in [h for h, expiry in holders.items() if expiry <= now]:
-                del holders[name]
-            waiters = self._waiters.setdefault(key, {})
-            for name in [w for w, s in waiters.items() if s.seen_ms <= now - waiter_ttl_ms]:
-                del waiters[name]
-            avg = self._avg.get(key)
-            queue = sorted(waiters, key=lambda w: (waiters[w].arrival_ms, waiters[w].seq))
-            rank = queue.index(holder) if holder in waiters else len(queue)
-            if holder in holders or rank < limit - len(holders):
-                holders[holder] = now + lease_ms
-                waiters.pop(holder, None)
-                return LeaseResult(acquired=True, position=0, avg_run_ms=avg)
-            if holder in waiters:
-                waiters[holder].seen_ms = now
-            else:
-                waiters[holder] = _Waiter(now, next(self._seq), now)
-            return LeaseResult(acquired=False, position=rank, avg_run_ms=avg)
+            return self._leases.acquire(self._clock_ms(), key, holder, limit, lease_ms, waiter_ttl_ms, parcel)
 
     def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         with self._lock:
-            now = self._clock_ms()
-            holders = self._holders.get(key, {})
-            if holders.get(holder, now) <= now:
-                holders.pop(holder, None)
-                return False
-            holders[holder] = now + lease_ms
-            return True
+            return self._leases.renew(self._clock_ms(), key, holder, lease_ms)
 
-    def lease_release(self, key: str, holder: str, run_ms: float | None) -> None:
+    def lease_release(
+        self,
+        key: str,
+        holder: str,
+        run_ms: float | None,
+        *,
+        limit: int = 0,
+        lease_ms: int = 0,
+        then: Callable[[tuple[Handoff, ...]], None] | None = None,
+    ) -> tuple[Handoff, ...]:
         with self._lock:
-            self._holders.get(key, {}).pop(holder, None)
-            self._waiters.get(key, {}).pop(holder, None)
-            if run_ms is not None:
-                old = self._avg.get(key)
-                new = run_ms if old is None else EWMA_ALPHA * run_ms + (1 - EWMA_ALPHA) * old
-                self._avg[key] = new
+            handoffs = self._leases.release(self._clock_ms(), key, holder, run_ms, limit, lease_ms)
+        if then is None:
+            return handoffs
+        then(handoffs)
+        return ()
 
-    def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
+    def line_restart(self, key: str, limit: int, lease_ms: int) -> tuple[int, tuple[Handoff, ...]]:
+        with self._lock:
+            return self._leases.restart(self._clock_ms(), key, limit, lease_ms)
+
+    def lines_note(self, index_key: str, member: str) -> None:
+        with self._lock:
+            self._index.setdefault(index_key, {})[member] = float(math.floor(self._clock_ms()))
+
+    def lines_noted(self, index_key: str) -> list[tuple[str, float]]:
+        with self._lock:
+            return sorted(self._index.get(index_key, {}).items(), key=lambda item: item[1])
+
+    def lines_forget(self, index_key: str, member: str, noted_ms: float) -> None:
+        with self._lock:
+            index = self._index.get(index_key, {})
+            if index.get(member) == noted_ms:
+                del index[member]
+
+    def _gcra(self, key: str, interval: float, burst: int, now: float) -> tuple[float, float]:
+        tat = max(float(self._get(key, now) or 0.0), now)
+        return tat + interval, tat + interval - burst * interval - now
+
+    def throttle_take(
+        self,
+        key: str,
+        limit: int,
+        period_ms: int,
+        burst: int = 1,
+        *,
+        reserve: bool = False,
+        holder: str = "",
+    ) -> int:
         with self._lock:
             now = self._clock_ms()
             interval = period_ms / limit
-            tat = max(float(self._get(key, now) or 0.0), now)
+            new_tat, wait = self._gcra(key, interval, burst, now)
+            if not reserve:
+                if wait > _EPSILON_MS:
+                    return math.ceil(wait - _EPSILON_MS)
+                self._values[key] = (repr(new_tat), new_tat)
+                return 0
+            booked = self._booked.setdefault(key, {})
+            for run in [r for r, at in booked.items() if at < now - BOOKING_GRACE_MS - period_ms]:
+                del booked[run]
+            began_tat, began_wait = self._gcra(began_key(key), interval, burst, now)
+            self._values[key] = (repr(new_tat), new_tat)
+            if wait <= _EPSILON_MS and began_wait <= _EPSILON_MS and not booked:
+                self._values[began_key(key)] = (repr(began_tat), began_tat)
+                return 0
+            wait_ms = max(math.ceil(wait - _EPSILON_MS), 1)
+            booked[holder] = now + wait_ms
+            return wait_ms
+
+    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        with self._lock:
+            now = self._clock_ms()
+            interval = period_ms / limit
+            booked, kept = self._booked.setdefault(key, {}), self._kept.setdefault(key, {})
+            if holder in kept:
+                booked.pop(holder, None)
+                return max(0, math.ceil(kept.pop(holder) - now - _EPSILON_MS))
+            tat = max(float(self._get(began_key(key), now) or 0.0), now)
+            mine = booked.pop(holder, None)
+            if mine is not None:
+                for before in sorted((r for r, at in booked.items() if at < mine), key=booked.__getitem__):
+                    tat += interval
+                    kept[before] = tat - burst * interval
+                    del booked[before]
+            self._values[began_key(key)] = (repr(tat + interval), tat + interval)
             wait = tat + interval - burst * interval - now
-            if wait > _EPSILON_MS:
-                return math.ceil(wait - _EPSILON_MS)
-            self._values[key] = (repr(tat + interval), tat + interval)
-            return 0
+            return math.ceil(wait - _EPSILON_MS) if wait > _EPSILON_MS else 0
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         with self._lock:

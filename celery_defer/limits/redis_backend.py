@@ -8,27 +8,45 @@ write gets a TTL.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import cast
 
-from celery_defer.keys import avg_key, cancel_key, seen_key, waiters_key
+from celery_defer.keys import (
+    avg_key,
+    began_key,
+    booked_key,
+    cancel_key,
+    kept_starts_key,
+    line_key,
+    parked_key,
+    seen_key,
+    waiters_key,
+)
 from celery_defer.limits.backend import (
     AVG_TTL_MS,
+    BOOKING_GRACE_MS,
     DEBOUNCE_GRACE_MS,
     EWMA_ALPHA,
+    PARK_TTL_MS,
     DebounceResult,
     DebounceState,
+    Handoff,
     LeaseResult,
     LimitBackend,
     SingletonMode,
     SingletonResult,
 )
-from celery_defer.redis_io import Scripts, StoreClient
+from celery_defer.redis_io import Scripts, StoreClient, reaching
 
 _SCRIPTS = (
     "concurrency_acquire",
     "concurrency_renew",
     "concurrency_release",
+    "concurrency_restart",
+    "lines_note",
+    "lines_forget",
     "throttle_take",
+    "throttle_begin",
     "rate_hit",
     "idempotency_claim",
     "idempotency_release",
@@ -45,6 +63,15 @@ def _opt(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
+def _concurrency_keys(key: str) -> tuple[str, ...]:
+    # One guard's keys only, all built beside its key (they share its hash tag).
+    return (key, waiters_key(key), seen_key(key), avg_key(key), line_key(key), parked_key(key))
+
+
+def _handoffs(flat: list[str]) -> tuple[Handoff, ...]:
+    return tuple(Handoff(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2))
+
+
 class RedisLimitBackend(LimitBackend):
     """Flow-control state in Redis, shared by every worker that uses the same server.
 
@@ -57,33 +84,100 @@ class RedisLimitBackend(LimitBackend):
     """
 
     def __init__(self, client: StoreClient) -> None:
+        self._client = client
         self._call = Scripts(client, "limits", _SCRIPTS)
 
     def lease_acquire(
-        self, key: str, holder: str, limit: int, lease_ms: int, waiter_ttl_ms: int
+        self,
+        key: str,
+        holder: str,
+        limit: int,
+        lease_ms: int,
+        waiter_ttl_ms: int,
+        *,
+        parcel: str | None = None,
     ) -> LeaseResult:
-        keys = (key, waiters_key(key), seen_key(key), avg_key(key))
-        args = (holder, limit, lease_ms, waiter_ttl_ms)
-        acquired, rank, avg = self._call("concurrency_acquire", keys, args, doing="taking a concurrency slot")
+        args = (holder, limit, lease_ms, waiter_ttl_ms, parcel or "", PARK_TTL_MS)
+        reply = self._call(
+            "concurrency_acquire", _concurrency_keys(key), args, doing="taking a concurrency slot"
+        )
+        acquired, rank, avg, parked = reply[:4]
         return LeaseResult(
             acquired=bool(acquired),
             position=int(rank),
             avg_run_ms=None if avg is None else float(avg),
+            parked=bool(parked),
+            handoffs=_handoffs(reply[4:]),
         )
 
     def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         renewed = self._call("concurrency_renew", (key,), (holder, lease_ms), doing="renewing a slot")
         return bool(renewed)
 
-    def lease_release(self, key: str, holder: str, run_ms: float | None) -> None:
-        keys = (key, waiters_key(key), seen_key(key), avg_key(key))
-        args = (holder, _opt(run_ms), EWMA_ALPHA, AVG_TTL_MS)
-        self._call("concurrency_release", keys, args, doing="releasing a slot")
+    def lease_release(
+        self,
+        key: str,
+        holder: str,
+        run_ms: float | None,
+        *,
+        limit: int = 0,
+        lease_ms: int = 0,
+        then: Callable[[tuple[Handoff, ...]], None] | None = None,
+    ) -> tuple[Handoff, ...]:
+        args = (holder, _opt(run_ms), EWMA_ALPHA, AVG_TTL_MS, limit, lease_ms)
+        keys = _concurrency_keys(key)
+        if then is not None:
+            # Possibly queued in a batch (a finish's round trip): the hand-offs
+            # reach ``then`` once the reply is in.
+            self._call(
+                "concurrency_release",
+                keys,
+                args,
+                doing="releasing a slot",
+                then=lambda sent: then(_handoffs(sent)),
+            )
+            return ()
+        return _handoffs(self._call("concurrency_release", keys, args, doing="releasing a slot"))
 
-    def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
-        return int(
-            self._call("throttle_take", (key,), (limit, period_ms, burst), doing="checking a throttle")
+    def line_restart(self, key: str, limit: int, lease_ms: int) -> tuple[int, tuple[Handoff, ...]]:
+        reply = self._call(
+            "concurrency_restart",
+            _concurrency_keys(key),
+            (limit, lease_ms),
+            doing="restarting a concurrency line",
         )
+        return int(reply[0]), _handoffs(reply[1:])
+
+    def lines_note(self, index_key: str, member: str) -> None:
+        self._call("lines_note", (index_key,), (member, PARK_TTL_MS), doing="noting a concurrency line")
+
+    def lines_noted(self, index_key: str) -> list[tuple[str, float]]:
+        with reaching("reading the concurrency lines"):
+            noted = self._client.zrange(index_key, 0, -1, withscores=True)
+        return [(str(member), float(score)) for member, score in cast(list[tuple[str, float]], noted)]
+
+    def lines_forget(self, index_key: str, member: str, noted_ms: float) -> None:
+        args = (member, repr(noted_ms))
+        self._call("lines_forget", (index_key,), args, doing="forgetting a concurrency line")
+
+    def throttle_take(
+        self,
+        key: str,
+        limit: int,
+        period_ms: int,
+        burst: int = 1,
+        *,
+        reserve: bool = False,
+        holder: str = "",
+    ) -> int:
+        keys = (key, booked_key(key), began_key(key))
+        args = (limit, period_ms, burst, "1" if reserve else "0", holder, BOOKING_GRACE_MS + period_ms)
+        return int(self._call("throttle_take", keys, args, doing="checking a throttle"))
+
+    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+        keys = (booked_key(key), began_key(key), kept_starts_key(key))
+        args = (limit, period_ms, burst, holder, BOOKING_GRACE_MS + period_ms)
+        return int(self._call("throttle_begin", keys, args, doing="beginning a booked start"))
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         token = uuid.uuid4().hex

@@ -1,4 +1,13 @@
-"""``throttle``: at most ``limit`` run starts per ``period``; excess runs are delayed."""
+"""``throttle``: at most ``limit`` run starts per ``period``; excess runs are delayed.
+
+A run that must wait books its start time at its first check (GCRA with
+reservation): waiters get distinct start times, one interval apart, in the order
+they asked, so each is put back on the queue once, for exactly its own time,
+and then starts without asking again (the caller carries the booking and calls
+:meth:`Throttle.begin`). A newcomer does not start ahead of a booked run that is
+still to begin, and runs that come late for their booking (a backlog in the
+broker's queue) take the next starts the pace allows, so the pace holds.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +36,14 @@ class Throttle(Guard):
         self.burst = int(burst)
 
     def check(self, key: str, *, holder: str = "") -> Decision:
-        """``proceed`` (the start is recorded) or ``wait`` exactly until a start is allowed."""
-        wait_ms = self.backend.throttle_take(key, self.limit, to_ms(self.period_s), self.burst)
+        """``proceed`` (the start is recorded) or ``wait`` until the start booked for this run."""
+        wait_ms = self.backend.throttle_take(
+            key, self.limit, to_ms(self.period_s), self.burst, reserve=True, holder=holder
+        )
         if wait_ms == 0:
             return Decision.proceed()
-        return Decision.wait(wait_ms / 1000, f"throttle {self.limit} per {self.period_s:g}s")
+        return Decision.wait(wait_ms / 1000, f"throttle {self.limit} per {self.period_s:g}s", reserved=True)
+
+    def begin(self, key: str, *, holder: str) -> float:
+        """A run booked by :meth:`check` begins: seconds to wait first, to keep the pace."""
+        return self.backend.throttle_begin(key, holder, self.limit, to_ms(self.period_s), self.burst) / 1000

@@ -12,7 +12,7 @@ import logging
 from celery import Celery
 
 from celery_defer.background import background
-from celery_defer.errors import ConfigurationError, StoreUnavailableError
+from celery_defer.errors import ConfigurationError, PublishError, StoreUnavailableError
 from celery_defer.outbox.memory_outbox import eager_outbox
 from celery_defer.outbox.publish import publish, run_eagerly
 from celery_defer.outbox.record import DeferRecord
@@ -45,6 +45,16 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
             _to_sink(sink, app, records)
         else:
             publish(app, records)
+    except PublishError as exc:
+        _complete(app, run_id, exc.sent)
+        logger.error(
+            "run %s: %d of %d deferred runs could not be sent; the recovery pass will send them",
+            run_id,
+            len(records) - len(exc.sent),
+            len(records),
+            exc_info=True,
+        )
+        return False
     except Exception:
         logger.error(
             "run %s: sending %d deferred runs failed; the recovery pass will send them",
@@ -53,11 +63,18 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
             exc_info=True,
         )
         return False
+    _complete(app, run_id, [record.defer_id for record in records])
+    return True
+
+
+def _complete(app: Celery, run_id: str, defer_ids: list[str]) -> None:
+    """Clear what was sent, and only that: the rest stays due for a recovery pass."""
+    if not defer_ids:
+        return
     try:
-        store_for(app).outbox.complete(run_id, [record.defer_id for record in records])
+        store_for(app).outbox.complete(run_id, defer_ids)
     except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
-    return True
 
 
 def _to_sink(sink: DeferSink, app: Celery, records: list[DeferRecord]) -> None:

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from celery_defer.outbox.routing import Route
+
 #: Namespace of deterministic deferred run ids (uuid5 of parent run id and defer id).
 _RUN_ID_NAMESPACE = uuid.UUID("5d1f7f0e-4d0b-4a43-9a77-2f5c4f0d6c1e")
 
@@ -39,7 +41,10 @@ class DeferRecord(NamedTuple):
     """A ``defer()`` call after its checks: what to run, with which data.
 
     ``data_json`` is the payload already encoded as a JSON object, which is what
-    makes the call a snapshot: the caller's object is never read again.
+    makes the call a snapshot: the caller's object is never read again. ``queue``,
+    ``exchange`` and ``routing_key`` are where the deferring app routes it
+    (``celery_defer.outbox.routing``); records kept before they existed have only
+    the function's ``queue`` option, and go where their sender routes them.
     """
 
     defer_id: str
@@ -50,11 +55,18 @@ class DeferRecord(NamedTuple):
     parent: ParentRef
     queue: str | None = None
     priority: int | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
 
     @property
     def ts_ms(self) -> int:
         """When ``defer()`` was called, in ms since the epoch."""
         return self.ts_ns // 1_000_000
+
+    @property
+    def route(self) -> Route:
+        """Where its message goes (see ``celery_defer.outbox.routing``)."""
+        return Route(self.queue, self.exchange, self.routing_key)
 
     @property
     def run_id(self) -> str:
@@ -66,20 +78,22 @@ class DeferRecord(NamedTuple):
         JSON text never holds a raw newline, so the newline splits the two
         parts, and the payload is spliced in as it is rather than re-encoded.
         """
-        head = json.dumps(
-            {
-                "id": self.defer_id,
-                "task": self.task_name,
-                "fn": self.function_id,
-                "ts": self.ts_ns,
-                "run": self.parent.run_id,
-                "root": self.parent.root_id,
-                "ptask": self.parent.task_name,
-                "q": self.queue,
-                "p": self.priority,
-            },
-            separators=(",", ":"),
-        )
+        doc: dict[str, Any] = {
+            "id": self.defer_id,
+            "task": self.task_name,
+            "fn": self.function_id,
+            "ts": self.ts_ns,
+            "run": self.parent.run_id,
+            "root": self.parent.root_id,
+            "ptask": self.parent.task_name,
+            "q": self.queue,
+            "p": self.priority,
+        }
+        if self.exchange is not None:
+            doc["x"] = self.exchange
+        if self.routing_key is not None:
+            doc["rk"] = self.routing_key
+        head = json.dumps(doc, separators=(",", ":"))
         return f"{head}\n{self.data_json}"
 
     @classmethod
@@ -95,6 +109,8 @@ class DeferRecord(NamedTuple):
             parent=ParentRef(doc["run"], doc["root"], doc["ptask"]),
             queue=doc.get("q"),
             priority=doc.get("p"),
+            exchange=doc.get("x"),
+            routing_key=doc.get("rk"),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import random
 import threading
@@ -11,7 +11,9 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from celery_defer.deferred.claims import RunClaims
+from celery_defer.deferred.parking import send_handoffs, send_kept
 from celery_defer.errors import CeleryDeferError
+from celery_defer.limits.lines import Lines
 from celery_defer.outbox.dispatch import dispatch, finalize_unreturned
 from celery_defer.outbox.record import DeferRecord
 from celery_defer.outbox.redis_outbox import RedisOutbox
@@ -40,6 +42,7 @@ def recover_once(app: Celery) -> list[DeferRecord]:
     lease_ms = int(max(30.0, 2 * outbox.settings.recovery_interval_s) * 1000)
     sent = _finalize_dead_attempts(app, outbox, lease_ms)
     _resend_lapsed_runs(app, store.claims, lease_ms)
+    Lines(store.limits, store.keys.lines()).restart_all(functools.partial(send_handoffs, app))
     while True:
         run_ids = outbox.claim_due(limit=BATCH, lease_ms=lease_ms)
         for index, run_id in enumerate(run_ids):
@@ -100,17 +103,7 @@ def _resend_lapsed_runs(app: Celery, claims: RunClaims, lease_ms: int) -> None:
         if text is None:
             continue
         try:
-            document = json.loads(text)
-            options = {"parent_id": None, "root_id": None, **document["options"]}
-            app.send_task(
-                document["task"],
-                kwargs=document["kwargs"],
-                task_id=run_id,
-                retries=document["retries"],
-                serializer="json",
-                add_to_parent=False,
-                **options,
-            )
+            send_kept(app, run_id, text)
         except (ValueError, KeyError, TypeError):
             logger.error("deferred run %s cannot be sent again: its kept message is unreadable", run_id)
             claims.finish(run_id, "", outcome="lost")

@@ -94,14 +94,17 @@ class RedisOutbox:
         # defer() stamps its records with the local clock (no I/O at the call);
         # they are kept in Redis time, which every host that compares them shares.
         offset_ns = self.clock.offset_ns() if records else 0
-        for record in records:
-            argv += (record.defer_id, record._replace(ts_ns=record.ts_ns + offset_ns).encode())
+        kept = [record._replace(ts_ns=record.ts_ns + offset_ns) for record in records]
+        for record in kept:
+            argv += (record.defer_id, record.encode())
         values = self._script(
             "record",
             [self.keys.outbox(run_id), self.keys.finalized(run_id), self.keys.attempts(run_id)],
             argv,
             doing=f"recording the defers of {run_id}",
         )
+        if isinstance(values, int):
+            return kept  # the run's records are exactly these: no need to read them back
         return decode_outbox(values)
 
     def finalize(self, run_id: str) -> list[DeferRecord]:

@@ -13,6 +13,7 @@ from celery_defer.deferred.context import DeferEvent
 from celery_defer.deferred.message import event_name
 from celery_defer.errors import CallSkipped
 from celery_defer.outbox.record import DeferRecord, deferred_run_id
+from celery_defer.outbox.routing import resolve_route
 from celery_defer.parent.capture import RunCapture, current_capture
 from celery_defer.parent.sink import active_sink
 from celery_defer.parent.snapshot import snapshot
@@ -160,6 +161,7 @@ def _build_record(capture: RunCapture, defer_id: object, function: Any, data: ob
             "(defer_max_payload_bytes)"
         )
     ts_ns = time.time_ns()
+    route = resolve_route(capture.app, options.task_name, options.queue)
     return DeferRecord(
         defer_id=defer_id,
         task_name=options.task_name,
@@ -167,7 +169,9 @@ def _build_record(capture: RunCapture, defer_id: object, function: Any, data: ob
         data_json=data_json,
         ts_ns=ts_ns,
         parent=capture.parent,
-        queue=options.queue,
+        queue=route.queue,
+        exchange=route.exchange,
+        routing_key=route.routing_key,
         priority=_priority(options, capture, defer_id, data_json, ts_ns // 1_000_000),
     )
 

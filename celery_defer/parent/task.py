@@ -152,6 +152,20 @@ class DeferTask(Task):  # type: ignore[misc]
         logger.debug("run %s waits %.3fs: %s", request.id, delay_s, reason)
         raise Requeued(reason)
 
+    def step_aside(self, *, reason: str, back_in_s: float) -> NoReturn:
+        """End this attempt without sending a message in its place, spending no retry.
+
+        For a run that something else sends on later (a run parked in a
+        concurrency line is sent by the run that frees a slot). The attempt's
+        defers are recorded first, as in :meth:`requeue`; ``back_in_s`` bounds
+        how long until the next attempt is due.
+
+        Raises:
+            Requeued: the worker acknowledges this message.
+        """
+        hand_over(current_capture.get(), self.request, next_attempt_in_s=back_in_s)
+        raise Requeued(reason)
+
     def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
         records = end_attempt(capture, final=final)
         if capture.saved and capture.when_saved is not None:

@@ -32,14 +32,22 @@ def record(run_id: str, defer_id: str) -> DeferRecord:
 
 
 def shipped_scripts() -> set[str]:
+    """Every script under ``lua/``, less the files only pasted into others (``--#include``)."""
     lua = resources.files("celery_defer") / "lua"
-    return {
-        f"{group.name}/{path.name.removesuffix('.lua')}"
+    files = {
+        f"{group.name}/{path.name.removesuffix('.lua')}": path.read_text("utf-8")
         for group in lua.iterdir()
         if group.is_dir()
         for path in group.iterdir()
         if path.name.endswith(".lua")
     }
+    included = {
+        line.split()[1]
+        for text in files.values()
+        for line in text.splitlines()
+        if line.startswith("--#include ")
+    }
+    return set(files) - included
 
 
 @pytest.fixture
@@ -130,7 +138,14 @@ def run_limits(backend: RedisLimitBackend, keys: KeySpace) -> None:
         assert not backend.lease_acquire(conc, "b", 1, 60_000, 60_000).acquired
         assert backend.lease_renew(conc, "a", 60_000)
         backend.lease_release(conc, "a", 12.5)
+        assert backend.line_restart(conc, 1, 60_000)[0] >= 0
+        backend.lines_note(keys.lines(), f"1:60000:{conc}")
+        for member, noted_ms in backend.lines_noted(keys.lines()):
+            backend.lines_forget(keys.lines(), member, noted_ms)
         assert backend.throttle_take(keys.limit("throttle", "fn", value), 5, 1000) == 0
+        booked = keys.limit("throttle", "booked", value)
+        assert backend.throttle_take(booked, 5, 1000, reserve=True, holder="r1") >= 0
+        assert backend.throttle_begin(booked, "r1", 5, 1000) >= 0
         assert backend.rate_hit(keys.limit("rate_limit", "fn", value), 5, 1000)
         idem = keys.limit("idempotency", "fn", value)
         assert backend.claim_once(idem, 60_000, holder="r1")

@@ -2,12 +2,14 @@
 
 Configured from the environment so the test process and its workers agree:
 ``CDT_REDIS_URL`` (required), ``CDT_ACKS_LATE`` ("1" for acks_late), ``CDT_STATE_URL``
-(celery_defer's own Redis, when a test runs it apart from the broker's),
+(celery_defer's own Redis, when a test runs it apart from the broker's), ``CDT_STATE_OPTIONS``
+(JSON for ``defer_redis_transport_options``, e.g. a Sentinel master name),
 ``CDT_CLOCK_SKEW_S`` (seconds this worker's wall clock is off, to play a host
 whose clock disagrees: ``time.time_ns``, which only celery_defer reads, is shifted),
 ``CDT_FAST_RESTORE`` (see ``broker_transport_options``), ``CDT_BROKER_URL``
 (another broker, e.g. RabbitMQ; the state stays in Redis) and ``CDT_QUEUE_PREFIX``
-(put before every queue name, so that runs sharing a broker do not meet).
+(put before every queue name, so that runs sharing a broker do not meet) and
+``CDT_DONE_TTL_S`` (``defer_done_ttl``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import redis
 from celery import Celery, current_task
-from celery.signals import task_failure, task_retry, task_success
+from celery.signals import task_failure, task_prerun, task_retry, task_success
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -50,10 +52,13 @@ app.conf.update(
     control_exchange=queue("celery"),
     event_exchange=queue("celeryev"),
     defer_redis_url=os.environ.get("CDT_STATE_URL") or f"{REDIS_URL}/2",
+    defer_redis_transport_options=json.loads(os.environ.get("CDT_STATE_OPTIONS") or "{}"),
     defer_recovery_interval=1,
     defer_lease=3,
     defer_retry_base_delay=0.05,
     defer_retry_max_delay=0.2,
+    # CDT_DONE_TTL_S: how long this worker remembers finished runs (a test of retention).
+    **({"defer_done_ttl": float(os.environ["CDT_DONE_TTL_S"])} if os.environ.get("CDT_DONE_TTL_S") else {}),
     task_acks_late=ACKS_LATE,
     task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
@@ -124,6 +129,7 @@ def record_run(ctx: Any) -> None:
         attempt=ctx.attempt,
         data=data,
         pid=os.getpid(),
+        queue_prefix=QUEUE_PREFIX,
     )
     if data.get("fail_times", 0) > ctx.attempt:
         raise RuntimeError(f"planned failure {ctx.attempt}")
@@ -337,6 +343,9 @@ FLOW = {
     "single-cancel": {"singleton": {"key": lambda event: event.data["k"], "mode": "cancel"}},
     # A rate limit after the idempotency claim: its drops must give the key back.
     "idem-rated": {"idempotency": "event.data.k", "rate_limit": {"limit": 1, "period": "2s"}},
+    # Waiting without polling (tests/integration/test_waits.py): deliveries are recorded.
+    "fifo-throttle": {"throttle": {"limit": 5, "period": "2s"}},
+    "fifo-line": {"concurrency": 1},
     # Cancel combined with a guard that makes the newcomer wait first.
     "single-cancel-throttled": {
         "singleton": {"key": "event.data.k", "mode": "cancel"},
@@ -347,6 +356,13 @@ flow_functions = {
     fn_id: create_defer(app, {"id": fn_id, "retries": 0, **config}, flow_run)  # type: ignore[typeddict-item]
     for fn_id, config in FLOW.items()
 }
+
+
+@task_prerun.connect
+def _delivered(sender: Any = None, task_id: str = "", **_: Any) -> None:
+    """Every delivery of a run of the ``fifo-*`` functions (first ones and re-deliveries)."""
+    if str(getattr(sender, "name", "")).startswith("celery_defer.fn.fifo-"):
+        seen("delivered", fn=f"defer/{sender.name.rpartition('.')[2]}", run_id=task_id)
 
 
 @app.task

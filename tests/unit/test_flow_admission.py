@@ -26,7 +26,16 @@ def event(**data: object) -> DeferEvent[dict]:
 class ThrottleDown(MemoryLimitBackend):
     """A backend whose throttle cannot be reached."""
 
-    def throttle_take(self, key: str, limit: int, period_ms: int, burst: int = 1) -> int:
+    def throttle_take(
+        self,
+        key: str,
+        limit: int,
+        period_ms: int,
+        burst: int = 1,
+        *,
+        reserve: bool = False,
+        holder: str = "",
+    ) -> int:
         raise StoreUnavailableError("redis unreachable in throttle_take")
 
 

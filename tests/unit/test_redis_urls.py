@@ -1,83 +1,75 @@
-"""``redis+cluster://`` URLs: what they name, and the error a bad one gets."""
+"""defer_redis_url and defer_redis_transport_options: Sentinel as kombu spells it, bad input named."""
 
 from __future__ import annotations
 
 import pytest
 from celery import Celery
 
-from celery_defer import ConfigurationError
-from celery_defer.embedded_redis import free_port
-from celery_defer.errors import StoreUnavailableError
-from celery_defer.keys import SHARDS, KeySpace, keyed_limit, waiters_key
-from celery_defer.redis_io import connect
-from celery_defer.redis_urls import ClusterUrl, is_cluster_url, parse_cluster_url
+from celery_defer.errors import ConfigurationError
+from celery_defer.redis_io import StateClient, connect
+from celery_defer.redis_urls import ReplicaAcks, parse_sentinel_url, replica_acks
 from celery_defer.settings import read_settings
 
 
-def test_a_cluster_url_names_its_seed_nodes_credentials_and_tls() -> None:
-    assert parse_cluster_url("redis+cluster://127.0.0.1:7000") == ClusterUrl((("127.0.0.1", 7000),))
-    parsed = parse_cluster_url("rediss+cluster://app:s%40cret@a:7000,b,[::1]:7002/0?ssl_cert_reqs=none")
-    assert parsed == ClusterUrl(
-        (("a", 7000), ("b", 6379), ("::1", 7002)), "app", "s@cret", True, {"ssl_cert_reqs": "none"}
+def test_several_sentinels_with_the_masters_password_and_database():
+    target = parse_sentinel_url(
+        "sentinel://:s%40cret@h1:26380/2;sentinel://h2;sentinel://10.0.0.3:5000",
+        {"master_name": "orders", "sentinel_kwargs": {"password": "x"}, "min_other_sentinels": 1},
     )
+    assert target.sentinels == (("h1", 26380), ("h2", 26379), ("10.0.0.3", 5000))
+    assert (target.master_name, target.db, target.password) == ("orders", 2, "s@cret")
+    assert target.sentinel_kwargs == {"password": "x"}
+    assert target.min_other_sentinels == 1
 
 
-def test_only_cluster_schemes_are_cluster_urls() -> None:
-    assert is_cluster_url("redis+cluster://h:1") and is_cluster_url("REDISS+CLUSTER://h:1")
-    assert not is_cluster_url("redis://h:1/0") and not is_cluster_url("sentinel://h:26379")
+def test_a_sentinel_url_without_master_name_names_the_setting():
+    with pytest.raises(ConfigurationError, match="master_name") as caught:
+        connect("sentinel://:pw@h1:26379", transport_options={})
+    assert caught.value.key == "defer_redis_transport_options"
+    assert "pw" not in str(caught.value)  # a password never reaches a log
 
 
 @pytest.mark.parametrize(
-    ("url", "problem"),
+    ("url", "options", "complaint"),
     [
-        ("redis+cluster://", "names no seed node"),
-        ("redis+cluster://h:notaport", "no valid port"),
-        ("redis+cluster://h:70000", "no valid port"),
-        ("redis+cluster://h:7000/3", "database 0 only"),
-        ("redis+cluster://h:7000?db=1", "unknown option(s) ['db']"),
+        ("sentinel://h1;redis://h2", {"master_name": "m"}, "not a sentinel:// URL"),
+        ("sentinel://h1/zero", {"master_name": "m"}, "is not a number"),
+        ("sentinel://h1:port", {"master_name": "m"}, "is not a URL"),
+        ("sentinel://h1", {"master_name": "m", "min_replica_acks": -1}, "min_replica_acks"),
+        ("sentinel://h1", {"master_name": "m", "replica_ack_timeout_ms": 0}, "replica_ack_timeout_ms"),
+        ("sentinel://h1", {"master_name": "m", "sentinel_kwargs": "pw"}, "sentinel_kwargs"),
+        ("sentinel://h1", {"master_name": "m", "mastername": "m"}, "unknown keys mastername"),
     ],
 )
-def test_a_bad_cluster_url_is_a_configuration_error_naming_the_problem(url: str, problem: str) -> None:
-    with pytest.raises(ConfigurationError, match="defer_redis_url") as caught:
-        connect(url)
-    assert problem in str(caught.value)
+def test_bad_sentinel_settings_get_an_error_naming_the_problem(url, options, complaint):
+    with pytest.raises(ConfigurationError, match=complaint):
+        connect(url, transport_options=options)
 
 
-def test_the_password_never_shows_in_the_error() -> None:
-    with pytest.raises(ConfigurationError) as caught:
-        parse_cluster_url("redis+cluster://u:hunter2@h:7000/5")
-    assert "hunter2" not in str(caught.value)
-
-
-def test_every_key_of_a_run_and_its_indexes_share_the_run_shard_tag() -> None:
-    keys = KeySpace("app")
-    shard = keys.shard("run-1")
-    assert 0 <= shard < SHARDS and keys.shard("run-1") == shard  # stable
-    tag = f"{{app:{shard}}}"
-    per_run = [keys.outbox("run-1"), keys.claim("run-1"), keys.done("run-1"), keys.resend("run-1")]
-    indexes = [keys.finalized("run-1"), keys.attempts("run-1"), keys.inflight("run-1"), keys.stats("run-1")]
-    assert all(key.startswith(tag + ":") for key in per_run + indexes + [keys.steps("run-1")])
-    assert keys.finalized(shard) == keys.finalized("run-1")
-
-
-def test_a_guard_key_is_its_own_tag_and_its_sub_keys_keep_it() -> None:
-    keys = KeySpace("app")
-    key = keys.limit("concurrency", "fn", "user-1")
-    assert key.startswith("{app:limit:concurrency:fn:") and key.endswith("}")
-    assert waiters_key(key) == f"{key}:waiters"
-    unkeyed = keys.limit("concurrency", "fn")
-    assert unkeyed == "{app:limit:concurrency:fn}"
-    assert keyed_limit(unkeyed, key[-25:-1]) == key
-
-
-def test_a_cluster_nobody_answers_is_unavailable_not_a_crash() -> None:
-    with pytest.raises(StoreUnavailableError, match=r"reaching the Redis Cluster at 127\.0\.0\.1:"):
-        connect(f"redis+cluster://127.0.0.1:{free_port()}")
-
-
-def test_a_prefix_with_braces_is_refused_naming_the_setting() -> None:
-    app = Celery("braces", set_as_current=False)
-    app.conf.defer_key_prefix = "shop{eu}"
-    with pytest.raises(ConfigurationError, match="defer_key_prefix") as caught:
+def test_transport_options_are_checked_with_the_other_settings():
+    app = Celery("t", broker="memory://")
+    app.conf.defer_redis_url = "sentinel://h1:26379"
+    app.conf.defer_redis_transport_options = ["master_name", "m"]
+    with pytest.raises(ConfigurationError, match="must be a dict"):
         read_settings(app)
-    assert caught.value.key == "defer_key_prefix"
+    app.conf.defer_redis_transport_options = {"master_name": "m"}
+    assert read_settings(app).redis_transport_options == {"master_name": "m"}
+
+
+def test_sentinel_clients_wait_for_one_replica_by_default_and_plain_ones_for_none():
+    assert replica_acks("sentinel://h1", {"master_name": "m"}) == ReplicaAcks(replicas=1, timeout_ms=1000)
+    assert replica_acks("redis://h1", {}) == ReplicaAcks(replicas=0)
+    assert replica_acks("sentinel://h1", {"min_replica_acks": 0}).replicas == 0
+    client = connect("sentinel://127.0.0.1:1", transport_options={"master_name": "m"})  # connects lazily
+    assert isinstance(client, StateClient)
+    assert client.replica_acks.replicas == 1
+    plain = connect("redis://127.0.0.1:1/0", transport_options={"min_replica_acks": 2})
+    assert plain.replica_acks == ReplicaAcks(replicas=2, timeout_ms=1000)
+
+
+def test_a_sentinel_url_without_master_name_fails_when_settings_are_read():
+    # Settings are read when a worker starts (the recovery bootstep): it stops with this error.
+    app = Celery("t", broker="memory://")
+    app.conf.defer_redis_url = "sentinel://h1:26379;sentinel://h2:26379"
+    with pytest.raises(ConfigurationError, match="needs 'master_name'"):
+        read_settings(app)

@@ -1,15 +1,26 @@
--- Take a concurrency slot, or queue fairly (FIFO) for one.
+-- Take a concurrency slot, or wait for one: parked in the key's line (with a
+-- parcel) or in the polled FIFO queue (without one).
 -- KEYS[1] holders  zset: holder -> lease expiry (ms)
--- KEYS[2] waiters  zset: holder -> first arrival (ms)
+-- KEYS[2] waiters  zset: holder -> first arrival (ms), the polled queue
 -- KEYS[3] seen     zset: holder -> last seen (ms), to prune waiters that went away
 -- KEYS[4] avg      string: EWMA of run durations (ms), read only here
--- ARGV: holder, limit, lease_ms, waiter_ttl_ms
--- Returns {acquired 0|1, rank among waiters, avg run ms or nil}.
+-- KEYS[5] line     list: parked run ids, first come first
+-- KEYS[6] parked   hash: parked run id -> the message that starts it (JSON)
+-- ARGV: holder, limit, lease_ms, waiter_ttl_ms, parcel ('' = queue and poll),
+--       park_ttl_ms
+-- A parked run stays in KEYS[6] until it arrives holding the slot handed to it:
+-- one that is in KEYS[6], neither in the line nor holding, lost its hand-over
+-- (its slot's lease ran out first) and goes back to the head of the line.
+-- Returns {acquired 0|1, rank (waiters ahead), avg run ms or false, parked 0|1,
+-- run id, message, run id, message, ...}: the parked runs this call handed a
+-- free slot to, which the caller sends.
 local now = redis_now_ms()
 local holder = ARGV[1]
 local limit = tonumber(ARGV[2])
 local lease_ms = tonumber(ARGV[3])
 local waiter_ttl_ms = tonumber(ARGV[4])
+local parcel = ARGV[5]
+local park_ttl_ms = tonumber(ARGV[6])
 
 -- Scores go out as strings: Lua would print large numbers with 14 digits only.
 local function fmt(x) return string.format('%.3f', x) end
@@ -33,19 +44,62 @@ local function hold()
   extend_ttl(KEYS[1], lease_ms)
   redis.call('ZREM', KEYS[2], holder)
   redis.call('ZREM', KEYS[3], holder)
-  return {1, 0, avg}
+  redis.call('HDEL', KEYS[6], holder)
+  return {1, 0, avg, 0}
 end
 
 if redis.call('ZSCORE', KEYS[1], holder) then return hold() end
+
+local reply = {0, 0, avg, 0}
+if redis.call('HEXISTS', KEYS[6], holder) == 1 and not redis.call('LPOS', KEYS[5], holder) then
+  redis.call('LPUSH', KEYS[5], holder) -- its hand-over was lost: first in line again
+end
+-- Free slots go to the head of the line first (a holder's lease ran out).
+local me = false
+while limit - redis.call('ZCARD', KEYS[1]) > 0 do
+  local head = redis.call('LPOP', KEYS[5])
+  if not head then break end
+  if head == holder then
+    me = true
+    break
+  end
+  local message = redis.call('HGET', KEYS[6], head)
+  if message then
+    redis.call('ZADD', KEYS[1], fmt(now + lease_ms), head)
+    extend_ttl(KEYS[1], lease_ms)
+    table.insert(reply, head)
+    table.insert(reply, message)
+  end
+end
+local function answer(result)
+  for i = 5, #reply do table.insert(result, reply[i]) end
+  return result
+end
+if me then return answer(hold()) end
+
 local free = limit - redis.call('ZCARD', KEYS[1])
+if parcel ~= '' then
+  if free > 0 and redis.call('LLEN', KEYS[5]) == 0 then return answer(hold()) end
+  if redis.call('HEXISTS', KEYS[6], holder) == 0 then
+    redis.call('RPUSH', KEYS[5], holder)
+  end
+  redis.call('HSET', KEYS[6], holder, parcel)
+  extend_ttl(KEYS[5], park_ttl_ms)
+  extend_ttl(KEYS[6], park_ttl_ms)
+  reply[2] = redis.call('LPOS', KEYS[5], holder) or 0
+  reply[4] = 1
+  return reply
+end
+
 if free > 0 then
   -- A newcomer queues behind every live waiter.
   local rank = redis.call('ZRANK', KEYS[2], holder) or redis.call('ZCARD', KEYS[2])
-  if rank < free then return hold() end
+  if rank < free then return answer(hold()) end
 end
 
 redis.call('ZADD', KEYS[2], 'NX', fmt(now), holder)
 redis.call('ZADD', KEYS[3], fmt(now), holder)
 extend_ttl(KEYS[2], waiter_ttl_ms)
 extend_ttl(KEYS[3], waiter_ttl_ms)
-return {0, redis.call('ZRANK', KEYS[2], holder), avg}
+reply[2] = redis.call('ZRANK', KEYS[2], holder)
+return reply

@@ -1,9 +1,19 @@
--- Give a concurrency slot back (or leave the wait queue) and record the run time.
--- KEYS[1] holders, KEYS[2] waiters, KEYS[3] seen (zsets), KEYS[4] avg (string, ms)
--- ARGV: holder, run_ms ('' when unknown), ewma alpha, avg_ttl_ms
+-- Give a concurrency slot back (or leave the queue or line), record the run
+-- time, and hand free slots to the head of the line.
+-- KEYS[1] holders, KEYS[2] waiters, KEYS[3] seen (zsets), KEYS[4] avg (string, ms),
+-- KEYS[5] line (list), KEYS[6] parked (hash), as in concurrency_acquire.lua
+-- ARGV: holder, run_ms ('' when unknown), ewma alpha, avg_ttl_ms, limit, lease_ms
+-- Returns {run id, message, ...}: the parked runs handed a slot, which the caller
+-- sends; the slot is theirs for lease_ms, so no newcomer takes it meanwhile.
+local now = redis_now_ms()
+local limit = tonumber(ARGV[5])
+local lease_ms = tonumber(ARGV[6])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HDEL', KEYS[6], ARGV[1]) == 1 then
+  redis.call('LREM', KEYS[5], 0, ARGV[1])
+end
 if ARGV[2] ~= '' then
   local run_ms = tonumber(ARGV[2])
   local alpha = tonumber(ARGV[3])
@@ -12,4 +22,18 @@ if ARGV[2] ~= '' then
   if old then avg = alpha * run_ms + (1 - alpha) * tonumber(old) end
   redis.call('SET', KEYS[4], string.format('%.3f', avg), 'PX', ARGV[4])
 end
-return 1
+local sent = {}
+if limit < 1 then return sent end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now))
+while limit - redis.call('ZCARD', KEYS[1]) > 0 do
+  local head = redis.call('LPOP', KEYS[5])
+  if not head then break end
+  local message = redis.call('HGET', KEYS[6], head)
+  if message then
+    redis.call('ZADD', KEYS[1], string.format('%.3f', now + lease_ms), head)
+    if redis.call('PTTL', KEYS[1]) < lease_ms then redis.call('PEXPIRE', KEYS[1], lease_ms) end
+    table.insert(sent, head)
+    table.insert(sent, message)
+  end
+end
+return sent

@@ -5,11 +5,14 @@
 -- ARGV[4] grace ms before recovery may dispatch, ARGV[5] ms the attempt stays
 -- leased when the run goes on (until its next attempt, about to be sent, begins),
 -- ARGV[6..] defer id, record pairs.
--- Returns every record of the run when it finalizes, else nothing.
+-- Returns, when the run finalizes, every record of the run, or only their count
+-- when they are exactly the ones this call added (the caller has them already);
+-- else nothing.
 local outbox = KEYS[1]
+local added = 0
 for i = 6, #ARGV, 2 do
   local seq = redis.call('HLEN', outbox) + 1
-  redis.call('HSETNX', outbox, ARGV[i], seq .. '|' .. ARGV[i + 1])
+  added = added + redis.call('HSETNX', outbox, ARGV[i], seq .. '|' .. ARGV[i + 1])
 end
 local has_records = redis.call('EXISTS', outbox) == 1
 if has_records then
@@ -24,8 +27,11 @@ if ARGV[3] ~= '1' then
   return {}
 end
 redis.call('ZREM', KEYS[3], ARGV[1]) -- the last attempt is over
-local records = redis.call('HVALS', outbox)
-if #records > 0 then
+local total = redis.call('HLEN', outbox)
+if total > 0 then
   redis.call('ZADD', KEYS[2], math.floor(redis_now_ms()) + tonumber(ARGV[4]), ARGV[1])
 end
-return records
+if total == added then
+  return total
+end
+return redis.call('HVALS', outbox)

@@ -52,3 +52,28 @@ def test_lease_ttl_is_never_shortened(client: redis.Redis) -> None:
     backend.lease_acquire("p:concurrency", "long", 2, 60_000, 60_000)
     backend.lease_acquire("p:concurrency", "short", 2, 1_000, 60_000)
     assert client.pttl("p:concurrency") > 50_000
+
+
+def test_every_key_of_lines_and_bookings_expires(client: redis.Redis) -> None:
+    backend = RedisLimitBackend(client)
+    backend.lease_acquire("p:line", "a", 1, 60_000, 120_000, parcel="{}")
+    backend.lease_acquire("p:line", "b", 1, 60_000, 120_000, parcel="{}")  # parked
+    backend.lines_note("p:lines", "1:60000:p:line")
+    backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r1")
+    backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r2")  # booked
+    backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r3")
+    backend.throttle_begin("p:booking", "r3", 5, 2000)  # late and first: a start kept for r2
+    backend.throttle_take("p:booking", 5, 2000, reserve=True, holder="r4")  # booked, still to begin
+
+    ttls = {key: client.pttl(key) for key in client.scan_iter("*")}
+    assert set(ttls) == {
+        "p:line",
+        "p:line:line",
+        "p:line:parked",
+        "p:lines",
+        "p:booking",
+        "p:booking:booked",
+        "p:booking:began",
+        "p:booking:kept",
+    }
+    assert all(ttl > 0 for ttl in ttls.values()), ttls

@@ -1,0 +1,108 @@
+"""The Celery app the parent-side benchmarks (``bench/bench_parent.py``) run in a real worker.
+
+Configured from the environment so the benchmark process and its worker agree:
+``CDB_REDIS_URL`` (the private Redis: state in db 2, timestamps in db 3),
+``CDB_BROKER_URL`` (the broker; the Redis db 0 by default) and ``CDB_PREFIX``
+(put before every queue name, so runs sharing a RabbitMQ do not meet).
+
+Timestamps are ``time.time()`` written at Celery's ``task_prerun``: the benchmark
+process and the worker run on one host, so they share the clock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.signals import task_prerun
+
+from celery_defer import DeferTask, create_defer, defer
+
+REDIS_URL = os.environ.get("CDB_REDIS_URL", "redis://127.0.0.1:1")
+BROKER_URL = os.environ.get("CDB_BROKER_URL") or f"{REDIS_URL}/0"
+PREFIX = os.environ.get("CDB_PREFIX", "")
+#: Where the children of the parent-cost benchmark go: no worker consumes it while it runs.
+SINK = f"{PREFIX}sink"
+
+app = Celery("parent_app", broker=BROKER_URL, backend=f"{REDIS_URL}/1", task_cls=DeferTask)
+app.conf.update(
+    task_default_queue=f"{PREFIX}celery",
+    control_exchange=f"{PREFIX}celery",
+    event_exchange=f"{PREFIX}celeryev",
+    defer_redis_url=f"{REDIS_URL}/2",
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    task_serializer="json",
+)
+
+_stamps = redis.Redis.from_url(f"{REDIS_URL}/3")
+DATA = {"to": "someone@example.com", "subject": "Your order", "body": "Thanks! " * 8}
+
+
+@task_prerun.connect
+def _stamp_start(sender: Any = None, task_id: str = "", **_: Any) -> None:
+    """Each task start: ``start:<task id>`` = when, ``starts`` += the id."""
+    now = time.time()
+    _stamps.set(f"start:{task_id}", repr(now))
+
+
+def _child_body(ctx: Any) -> None:
+    _stamps.incr("children")
+
+
+sink_child = create_defer(app, {"id": "sink-child", "queue": SINK}, _child_body)
+child = create_defer(app, {"id": "child"}, _child_body)
+
+
+@app.task(name="bench.plain_child")
+def plain_child(**kwargs: Any) -> None:
+    """The baseline child: a plain task with a message of the same data."""
+    _stamps.incr("children")
+
+
+@app.task(name="bench.tick")
+def tick() -> None:
+    """Does nothing: its start is when the worker was free again."""
+
+
+@app.task(name="bench.defers")
+def defers(n: int) -> None:
+    for i in range(n):
+        defer(f"d{i}", function=sink_child, data=DATA)
+
+
+@app.task(name="bench.applies")
+def applies(n: int) -> None:
+    for _ in range(n):
+        plain_child.apply_async(kwargs={"data": DATA}, queue=SINK)
+
+
+@app.task(name="bench.empty")
+def empty(n: int) -> None:
+    """The same task with no sends: what any task costs on this worker."""
+
+
+@app.task(name="bench.finish_then_defer")
+def finish_then_defer() -> None:
+    defer("one", function=child, data=DATA)
+    _stamps.set(f"finished:{finish_then_defer.request.id}", repr(time.time()))
+
+
+@app.task(name="bench.finish_plain")
+def finish_plain() -> None:
+    _stamps.set(f"finished:{finish_plain.request.id}", repr(time.time()))
+
+
+@app.task(name="bench.fan_defer")
+def fan_defer(n: int) -> None:
+    for i in range(n):
+        defer(f"c{i}", function=child, data=DATA)
+
+
+@app.task(name="bench.fan_apply")
+def fan_apply(n: int) -> None:
+    for _ in range(n):
+        plain_child.apply_async(kwargs={"data": DATA})

@@ -1,0 +1,132 @@
+"""Waiting without polling, on every backend: throttle bookings and concurrency lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_defer.limits import LimitBackend
+from celery_defer.limits.backend import Handoff, LeaseResult
+
+from .test_backends import TOLERANCE_MS, Elapse, assert_delay
+
+pytestmark = pytest.mark.integration
+
+KEY = "t:limit:waits"
+INDEX = "t:lines"
+
+
+def book(backend: LimitBackend, holder: str, burst: int = 1) -> int:
+    return backend.throttle_take(KEY, 5, 2000, burst, reserve=True, holder=holder)
+
+
+def test_waiters_book_distinct_increasing_starts_in_the_order_they_asked(
+    backend: LimitBackend, exact: bool
+) -> None:
+    assert book(backend, "first") == 0
+    waits = [book(backend, f"w{i}") for i in range(5)]
+    for index, wait in enumerate(waits):
+        assert_delay(wait, 400 * (index + 1), exact)  # one interval apart, first asked first
+
+
+def test_burst_is_kept_and_bookings_follow_it(backend: LimitBackend, exact: bool) -> None:
+    assert [book(backend, f"b{i}", burst=3) for i in range(3)] == [0, 0, 0]
+    assert_delay(book(backend, "w", burst=3), 400, exact)
+
+
+def test_a_newcomer_does_not_start_ahead_of_a_booked_run_still_to_begin(
+    backend: LimitBackend, elapse: Elapse
+) -> None:
+    assert book(backend, "first") == 0
+    assert book(backend, "late") > 0
+    elapse(1000)  # the booked time passed, but its run has not begun (a backlog)
+    assert book(backend, "newcomer") > 0  # booked behind it, not started ahead of it
+    assert backend.throttle_begin(KEY, "late", 5, 2000) == 0
+    assert backend.throttle_begin(KEY, "newcomer", 5, 2000) > 0  # the pace holds for late starts
+
+
+def test_late_booked_runs_take_the_next_starts_the_pace_allows(
+    backend: LimitBackend, elapse: Elapse, exact: bool
+) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("a", "b", "c"):
+        book(backend, holder)
+    elapse(1300)  # every booked time passed: the three arrive together, late
+    waits = [backend.throttle_begin(KEY, holder, 5, 2000) for holder in ("a", "b", "c")]
+    assert waits[0] == 0
+    assert_delay(waits[1], 400, exact)
+    assert_delay(waits[2], 800, exact)
+
+
+def test_late_booked_runs_arriving_out_of_order_still_start_in_booking_order(
+    backend: LimitBackend, elapse: Elapse, exact: bool
+) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("a", "b", "c"):
+        book(backend, holder)
+    elapse(1300)  # all late; c's message happens to arrive first
+    assert_delay(backend.throttle_begin(KEY, "c", 5, 2000), 800, exact)  # a and b keep the two before
+    assert backend.throttle_begin(KEY, "a", 5, 2000) == 0
+    assert_delay(backend.throttle_begin(KEY, "b", 5, 2000), 400, exact)
+    assert book(backend, "newcomer") > 0  # and a newcomer is behind all three
+
+
+def park(backend: LimitBackend, holder: str, limit: int = 1, lease_ms: int = 5000) -> LeaseResult:
+    return backend.lease_acquire(KEY, holder, limit, lease_ms, 5000, parcel=f"msg-{holder}")
+
+
+def test_lines_are_first_come_first_served_and_hand_the_slot_over(backend: LimitBackend) -> None:
+    assert park(backend, "a").acquired
+    parked = [park(backend, holder) for holder in ("b", "c", "d")]
+    assert [(r.acquired, r.parked, r.position) for r in parked] == [
+        (False, True, 0),
+        (False, True, 1),
+        (False, True, 2),
+    ]
+    assert park(backend, "c").position == 1  # a copy keeps its place, never a second one
+    assert backend.lease_release(KEY, "a", 10.0, limit=1, lease_ms=5000) == (Handoff("b", "msg-b"),)
+    assert not park(backend, "newcomer").acquired  # the slot is held for b: nobody steals it
+    assert park(backend, "b").acquired  # b arrives: it holds the slot handed to it
+    assert backend.lease_release(KEY, "b", 10.0, limit=1, lease_ms=5000) == (Handoff("c", "msg-c"),)
+
+
+def test_a_run_that_leaves_the_line_is_not_sent(backend: LimitBackend) -> None:
+    assert park(backend, "a").acquired
+    park(backend, "b")
+    park(backend, "c")
+    backend.lease_release(KEY, "b", None, limit=1, lease_ms=5000)  # b gives up (a start timeout)
+    assert backend.lease_release(KEY, "a", None, limit=1, lease_ms=5000) == (Handoff("c", "msg-c"),)
+
+
+def test_a_lost_hand_over_goes_back_to_the_head_and_recovery_restarts_the_line(
+    backend: LimitBackend, elapse: Elapse
+) -> None:
+    assert park(backend, "a", lease_ms=200).acquired
+    park(backend, "b", lease_ms=200)
+    park(backend, "c", lease_ms=200)
+    # a's worker was killed: nothing releases. Its lease runs out.
+    elapse(200 + TOLERANCE_MS)
+    assert backend.line_restart(KEY, 1, 200) == (2, (Handoff("b", "msg-b"),))
+    # b's sender died too: its hand-over lapses, and b goes back to the head.
+    elapse(200 + TOLERANCE_MS)
+    assert backend.line_restart(KEY, 1, 200) == (2, (Handoff("b", "msg-b"),))
+    assert park(backend, "b", lease_ms=200).acquired
+    assert backend.line_restart(KEY, 1, 200) == (1, ())
+
+
+def test_a_newcomer_finding_free_slots_and_a_line_sends_the_head_and_parks(
+    backend: LimitBackend, elapse: Elapse
+) -> None:
+    assert park(backend, "a", lease_ms=200).acquired
+    park(backend, "b", lease_ms=200)
+    elapse(200 + TOLERANCE_MS)  # a died holding the slot
+    result = park(backend, "newcomer", lease_ms=200)
+    assert (result.acquired, result.parked, result.handoffs) == (False, True, (Handoff("b", "msg-b"),))
+
+
+def test_the_lines_index_forgets_only_what_did_not_park_again(backend: LimitBackend) -> None:
+    backend.lines_note(INDEX, "1:5000:k")
+    [(member, noted_ms)] = backend.lines_noted(INDEX)
+    backend.lines_forget(INDEX, member, noted_ms - 1)  # it parked again since
+    assert [m for m, _ in backend.lines_noted(INDEX)] == ["1:5000:k"]
+    backend.lines_forget(INDEX, member, noted_ms)
+    assert backend.lines_noted(INDEX) == []

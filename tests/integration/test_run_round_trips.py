@@ -1,0 +1,100 @@
+"""What one deferred run costs in Redis round trips, counted on the library's own client.
+
+A count, not a timing: two round trips for a run without guards (claim; finish),
+three behind a concurrency limit (claim; acquire; finish with the release in its
+pipeline). A handler that returns quickly causes no lease renewal. The worker is a
+real Celery worker (solo pool) in this process, so its client can be counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from celery_defer import DeferTask, create_defer
+from celery_defer.outbox.publish import publish
+from celery_defer.outbox.record import DeferRecord, ParentRef
+from celery_defer.redis_io import Scripts, batched
+from celery_defer.store import store_for
+
+pytestmark = pytest.mark.integration
+
+
+class CountingConnection(redis.Connection):
+    """Counts round trips (one per send, a whole pipeline being one) and the commands sent."""
+
+    sent: ClassVar[list[list[str]]] = []
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        CountingConnection.sent.append([str(args[0])])
+        super().send_command(*args, **kwargs)
+
+    def pack_commands(self, commands: Any) -> list[bytes]:
+        CountingConnection.sent.append([str(command[0]) for command in commands])
+        return super().pack_commands(commands)
+
+
+@pytest.fixture
+def counted_app(redis_url: str) -> Iterator[tuple[Celery, threading.Event]]:
+    ran = threading.Event()
+    app = Celery("trips", broker=f"{redis_url}/8", task_cls=DeferTask, set_as_current=False)
+    # A recovery pass would share the counted client: one at start, then none for an hour.
+    app.conf.update(task_ignore_result=True, defer_redis_url=f"{redis_url}/9", defer_recovery_interval=3600)
+    create_defer(app, {"id": "plain"}, lambda ctx: ran.set())
+    create_defer(app, {"id": "guarded", "concurrency": 2}, lambda ctx: ran.set())
+    pool = store_for(app).client.connection_pool
+    pool.connection_class = CountingConnection
+    pool.disconnect()
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        time.sleep(1)  # the first recovery pass is over
+        yield app, ran
+
+
+def round_trips_of_one_run(app: Celery, ran: threading.Event, fn_id: str) -> list[list[str]]:
+    parent = ParentRef(f"parent-{uuid.uuid4()}", "root", "tests.parent")
+    ran.clear()
+    time.sleep(0.1)  # the previous run's finish has landed
+    CountingConnection.sent = []
+    publish(app, [DeferRecord("d", f"celery_defer.fn.{fn_id}", fn_id, "{}", time.time_ns(), parent)])
+    assert ran.wait(10)
+    time.sleep(0.3)  # its finish, and any renewal it would cause
+    return CountingConnection.sent
+
+
+def test_an_unguarded_run_costs_two_round_trips_and_a_guarded_one_three(counted_app):
+    app, ran = counted_app
+    for fn_id in ("plain", "guarded"):  # first runs load scripts and connect
+        round_trips_of_one_run(app, ran, fn_id)
+    for _ in range(3):
+        assert [len(trip) for trip in round_trips_of_one_run(app, ran, "plain")] == [1, 1]
+        # Claim; acquire; release and finish together in one pipeline.
+        assert [len(trip) for trip in round_trips_of_one_run(app, ran, "guarded")] == [1, 1, 2]
+
+
+def test_a_batch_sends_its_scripts_together_loading_unknown_ones_and_keeping_errors_in_place(redis_url):
+    client = redis.Redis.from_url(
+        f"{redis_url}/9", decode_responses=True, connection_class=CountingConnection
+    )
+    client.script_flush()
+    scripts = Scripts(client, "runs", ("renew", "finish"))
+    CountingConnection.sent = []
+    with batched(client) as batch:
+        assert scripts("renew", ["claim", "inflight"], ["holder", 1000, "run"], doing="renewing") is None
+        scripts("finish", ["c", "i", "r", "d0", "d1"], ["h", "S", "run", "not-a-marker", 1, "x"], doing="")
+    replies = batch.execute("finishing")
+    assert replies[0] == 0  # no such claim: run anyway, once loaded (NOSCRIPT on the first send)
+    assert isinstance(replies[1], redis.ResponseError)  # a bad ttl: its error, in its place
+    assert CountingConnection.sent[0] == ["EVALSHA", "EVALSHA"]  # one round trip for both
+    with batched(client) as batch:
+        scripts("renew", ["claim", "inflight"], ["holder", 1000, "run"], doing="renewing")
+    CountingConnection.sent = []
+    assert batch.execute("renewing") == [0]
+    assert CountingConnection.sent == [["EVALSHA"]]  # loaded now: no SCRIPT EXISTS, no load

@@ -1,0 +1,68 @@
+"""Waiting without polling (issue 9, item 3), with real workers sharing one Redis.
+
+Behind a throttle a waiting run books its start when it first asks and is put
+back on the queue once, for that time; behind a concurrency limit it parks in a
+line and the run that frees a slot sends it. Either way runs start in the order
+they first asked, each delivered at most twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+RUNS = 8
+
+
+def of(events: list[dict[str, Any]], fn: str) -> list[dict[str, Any]]:
+    return [event for event in events if event["fn"] == f"defer/{fn}"]
+
+
+def ask_one_by_one(app_module: Any, fn: str, *, every_s: float) -> None:
+    # One parent per run, spaced out, so the order they first ask in is plain.
+    for index in range(RUNS):
+        app_module.fan_out.delay(fn, [{"i": index, "sleep": 0.3 if fn == "fifo-line" else 0}])
+        time.sleep(every_s)
+
+
+def first_asked(seen: Any, fn: str) -> list[str]:
+    order: list[str] = []
+    for event in of(seen("delivered"), fn):
+        if event["run_id"] not in order:
+            order.append(event["run_id"])
+    return order
+
+
+def test_throttled_runs_start_in_the_order_they_asked_each_put_back_once(start_worker, app_module, seen):
+    workers = [start_worker(concurrency=2), start_worker(concurrency=2)]
+    ask_one_by_one(app_module, "fifo-throttle", every_s=0.1)  # faster than the pace (one per 0.4 s)
+    wait_for(lambda: len(of(seen("end"), "fifo-throttle")) == RUNS, timeout_s=60)
+    starts = of(seen("start"), "fifo-throttle")
+    assert [event["run_id"] for event in starts] == first_asked(seen, "fifo-throttle")
+    deliveries = Counter(event["run_id"] for event in of(seen("delivered"), "fifo-throttle"))
+    assert max(deliveries.values()) == 2  # waited: put back on the queue once, never more
+    times = [event["t"] for event in starts]
+    assert min(later - earlier for earlier, later in itertools.pairwise(times)) >= 0.4 * 0.85
+    logs = "".join(worker.log() for worker in workers)
+    assert "waiting on throttle of fifo-throttle" in logs  # the wait, said as what it is
+
+
+def test_parked_runs_start_first_come_first_served_and_the_limit_holds(start_worker, app_module, seen):
+    workers = [start_worker(concurrency=2), start_worker(concurrency=2)]
+    ask_one_by_one(app_module, "fifo-line", every_s=0.05)  # each run takes 0.3 s: a line forms
+    wait_for(lambda: len(of(seen("end"), "fifo-line")) == RUNS, timeout_s=60)
+    starts = of(seen("start"), "fifo-line")
+    assert [event["run_id"] for event in starts] == first_asked(seen, "fifo-line")
+    assert max(event["total"] for event in starts) == 1  # across both workers
+    deliveries = Counter(event["run_id"] for event in of(seen("delivered"), "fifo-line"))
+    assert max(deliveries.values()) == 2  # parked once, sent once by the run before it
+    logs = "".join(worker.log() for worker in workers)
+    assert "parked in the concurrency line of fifo-line" in logs
