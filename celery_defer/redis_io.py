@@ -12,6 +12,10 @@
   script, or a batch, is followed by ``WAIT`` on the same connection: a failover
   then promotes a replica that holds every write a caller was told succeeded, and
   a write the replicas did not confirm fails like any other (callers try again).
+- For Redis Cluster (``redis+cluster://``) the client is a ``RedisCluster``
+  (:data:`StoreClient`): every key a script gets shares one hash slot
+  (``celery_defer.keys``), so each call goes to the node that owns it, and a
+  pipeline (a batch, a walk over every shard) is split by node.
 - Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
   was being done, with the driver's error as ``__cause__``: callers deal with one
   exception whether the server is down, slow, read-only or refused a script.
@@ -26,19 +30,24 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from celery_defer.errors import ConfigurationError, StoreUnavailableError
 from celery_defer.redis_urls import (
+    ClusterUrl,
     ReplicaAcks,
     check_transport_options,
+    is_cluster_url,
     is_sentinel_url,
+    parse_cluster_url,
     parse_sentinel_url,
     replica_acks,
 )
@@ -55,15 +64,23 @@ _INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
 
 logger = logging.getLogger(__name__)
 
+#: A client of the state store: one Redis server (or Sentinel's master), or a Redis Cluster.
+StoreClient: TypeAlias = "redis.Redis | RedisCluster"
+
+#: The scripts' folder, found when this module is imported. Finding it later goes
+#: through the import machinery (``importlib.resources`` imports its readers on
+#: first use): a pool process forked while another thread of its parent was in
+#: there inherits that module's import lock held, and hangs on it for good.
+_LUA = resources.files("celery_defer") / "lua"
+_PRELUDE = (_LUA / "prelude.lua").read_text("utf-8")
+
 
 @cache
 def lua_source(name: str) -> str:
     """Return the text of script ``name`` (``"outbox/record"``), prelude first, includes pasted in."""
-    lua = resources.files("celery_defer") / "lua"
-    prelude = (lua / "prelude.lua").read_text("utf-8")
-    body = (lua / f"{name}.lua").read_text("utf-8")
-    body = _INCLUDE.sub(lambda match: (lua / f"{match[1]}.lua").read_text("utf-8"), body)
-    return prelude + body
+    body = (_LUA / f"{name}.lua").read_text("utf-8")
+    body = _INCLUDE.sub(lambda match: (_LUA / f"{match[1]}.lua").read_text("utf-8"), body)
+    return _PRELUDE + body
 
 
 class Scripts:
@@ -75,7 +92,7 @@ class Scripts:
         names: the scripts of that folder to register.
     """
 
-    def __init__(self, client: redis.Redis, group: str, names: Sequence[str]) -> None:
+    def __init__(self, client: StoreClient, group: str, names: Sequence[str]) -> None:
         self._client = client
         self._acks = acks_of(client)
         self._scripts: dict[str, Script] = {
@@ -119,6 +136,23 @@ class Scripts:
             raise StoreUnavailableError(f"{doing}: {replies[0]}") from replies[0]
         return replies[0]
 
+    def each(
+        self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], *, doing: str
+    ) -> list[Any]:
+        """Run script ``name`` once per ``(keys, args)`` in one pipeline (one round trip per node).
+
+        For walks over every shard of an index.
+        """
+        script = self._scripts[name]
+        with reaching(doing):
+            replies = _send_acked(self._client, self._acks, [(script, list(k), list(a)) for k, a in calls])
+        if self._acks.replicas:
+            _check_acks(replies.pop(), self._acks, doing)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StoreUnavailableError(f"{doing}: {reply}") from reply
+        return replies
+
 
 class Batch:
     """Script calls queued by :func:`batched`, sent in one pipelined round trip.
@@ -127,7 +161,7 @@ class Batch:
     not stop the others.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: StoreClient) -> None:
         self.client = client
         self.calls: list[tuple[Script, list[str], list[Any]]] = []
         #: What a queued call's reply goes to, by the call's place in ``calls``.
@@ -157,13 +191,13 @@ class Batch:
         return replies
 
 
-def acks_of(client: redis.Redis) -> ReplicaAcks:
+def acks_of(client: StoreClient) -> ReplicaAcks:
     """The replica acknowledgement ``client``'s script writes wait for (none for other clients)."""
     return client.replica_acks if isinstance(client, StateClient) else ReplicaAcks()
 
 
 def _send_acked(
-    client: redis.Redis, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+    client: StoreClient, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
 ) -> list[Any]:
     """Send ``calls`` in one pipeline, then ``WAIT`` when ``acks`` asks for replicas.
 
@@ -191,12 +225,14 @@ def _send_acked(
 
 
 def _pipelined(
-    client: redis.Redis, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
+    client: StoreClient, acks: ReplicaAcks, calls: Sequence[tuple[Script, list[str], list[Any]]]
 ) -> list[Any]:
     # WAIT counts the writes of its own connection: one pipeline keeps them on one.
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # execute_command: redis-py refuses pipe.evalsha on a cluster (its pipeline
+        # cannot load a script); NOSCRIPT replies are handled by _send_acked.
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     if acks.replicas:
         pipe.wait(acks.replicas, acks.timeout_ms)
     return pipe.execute(raise_on_error=False)
@@ -215,7 +251,7 @@ _batch: ContextVar[Batch | None] = ContextVar("celery_defer_batch", default=None
 
 
 @contextmanager
-def batched(client: redis.Redis) -> Iterator[Batch]:
+def batched(client: StoreClient) -> Iterator[Batch]:
     """Queue the script calls made on ``client`` in this block; send them with ``Batch.execute``."""
     batch = Batch(client)
     token = _batch.set(batch)
@@ -230,7 +266,7 @@ def reaching(doing: str) -> Iterator[None]:
     """Turn a Redis failure while ``doing`` something into :class:`StoreUnavailableError`."""
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise StoreUnavailableError(f"{doing}: {exc}") from exc
 
 
@@ -245,19 +281,28 @@ def _client_options() -> dict[str, Any]:
     }
 
 
-def connect(url: str, *, transport_options: Mapping[str, Any] | None = None) -> redis.Redis:
+def connect(url: str, *, transport_options: Mapping[str, Any] | None = None) -> StoreClient:
     """Return a client for the library's state store at ``url``.
 
     Args:
-        url: a ``redis://``, ``rediss://`` or ``unix://`` URL, or ``sentinel://``
-            URLs separated by ``;`` (see ``celery_defer.redis_urls``).
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL, ``sentinel://``
+            URLs separated by ``;``, or ``redis+cluster://`` / ``rediss+cluster://``
+            (see ``celery_defer.redis_urls``).
         transport_options: ``defer_redis_transport_options``.
 
     Raises:
         ConfigurationError: redis-py does not accept the URL, or an option is wrong.
+        StoreUnavailableError: no seed node of a cluster answered.
     """
     options = check_transport_options(transport_options)
     acks = replica_acks(url, options)
+    if is_cluster_url(url):
+        if acks.replicas:
+            raise ConfigurationError(
+                "defer_redis_transport_options['min_replica_acks'] is not supported with Redis Cluster",
+                key="defer_redis_transport_options",
+            )
+        return _cluster(parse_cluster_url(url))
     client = _sentinel_master(url, options) if is_sentinel_url(url) else _single_server(url)
     client.replica_acks = acks
     return client
@@ -298,3 +343,27 @@ def _single_server(url: str) -> StateClient:
             f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",
             key="defer_redis_url",
         ) from exc
+
+
+def _cluster(parsed: ClusterUrl) -> RedisCluster:
+    options: dict[str, Any] = dict(parsed.options)
+    if "ssl_check_hostname" in options:
+        options["ssl_check_hostname"] = options["ssl_check_hostname"].lower() in ("1", "true", "yes")
+    client_options = _client_options()
+    # A cluster client takes its retry itself, and no per-connection retry or health check.
+    for name in ("health_check_interval", "retry_on_error"):
+        client_options.pop(name)
+    seeds = ", ".join(f"{host}:{port}" for host, port in parsed.nodes)
+    # The client asks a seed node for the slot map at once: that is the first call.
+    with reaching(f"reaching the Redis Cluster at {seeds}"):
+        return RedisCluster(
+            startup_nodes=[
+                ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in parsed.nodes
+            ],
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.tls,
+            **client_options,
+            **options,
+        )

@@ -131,6 +131,11 @@ def read_settings(app: Celery) -> Settings:
     prefix = _lookup(conf, "defer_key_prefix") or "celery_defer"
     if not isinstance(prefix, str) or not prefix.strip():
         raise ConfigurationError("defer_key_prefix must be a non-empty string", key="defer_key_prefix")
+    if "{" in prefix or "}" in prefix:
+        # Keys carry the prefix inside Redis Cluster hash tags (celery_defer.keys).
+        raise ConfigurationError(
+            f"defer_key_prefix {prefix!r} must not contain '{{' or '}}'", key="defer_key_prefix"
+        )
     return Settings(
         redis_url=redis_url,
         redis_transport_options=transport_options,

@@ -1,15 +1,17 @@
 """The library's Redis state of one Celery app: the outbox, run claims, limits, counters.
 
 ``store_for(app)`` builds it on first use from the app's settings and keeps it
-on the app: one client per app, shared by every part.
+on the app: one client per app and process, shared by every part. A forked pool
+process builds its own: a ``redis.Redis`` pool notices the fork by itself, a
+Redis Cluster client does not (its locks and slot map may be copied mid-use).
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import redis
 from celery import Celery
 
 from celery_defer.deferred.claims import RunClaims
@@ -18,7 +20,7 @@ from celery_defer.keys import KeySpace
 from celery_defer.limits.redis_backend import RedisLimitBackend
 from celery_defer.outbox.redis_outbox import RedisOutbox
 from celery_defer.redis_clock import LOCAL_CLOCK, RedisClock
-from celery_defer.redis_io import connect
+from celery_defer.redis_io import StoreClient, connect
 from celery_defer.settings import Settings, settings_for
 from celery_defer.stats import Counters
 
@@ -27,7 +29,7 @@ from celery_defer.stats import Counters
 class Store:
     """Everything celery_defer keeps in Redis for one app."""
 
-    client: redis.Redis
+    client: StoreClient
     settings: Settings
     keys: KeySpace
     outbox: RedisOutbox
@@ -35,9 +37,11 @@ class Store:
     limits: RedisLimitBackend
     stats: Counters
     clock: RedisClock
+    #: The process that built it: a forked child builds its own.
+    pid: int = field(default_factory=os.getpid)
 
     @classmethod
-    def build(cls, client: redis.Redis, settings: Settings) -> Store:
+    def build(cls, client: StoreClient, settings: Settings) -> Store:
         keyspace = KeySpace(settings.key_prefix)
         clock = RedisClock(client)
         return cls(
@@ -55,6 +59,15 @@ class Store:
 _stores_lock = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    # A fork copies the lock as it was: held, if another thread was building a store.
+    global _stores_lock
+    _stores_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def store_for(app: Celery) -> Store:
     """Return the :class:`Store` of ``app``, made on first use.
 
@@ -63,7 +76,7 @@ def store_for(app: Celery) -> Store:
     """
     store: Store | None = app.__dict__.get("_celery_defer_store")
     settings = settings_for(app)
-    if store is not None and store.settings is settings:
+    if store is not None and store.settings is settings and store.pid == os.getpid():
         return store
     url = settings.require_redis_url()
     with _stores_lock:

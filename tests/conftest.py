@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from celery_defer.embedded_cluster import RedisClusterServers
 from celery_defer.embedded_redis import RedisServer
 
 
@@ -29,3 +30,17 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
         pass
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A private Redis Cluster (three primaries on free loopback ports), started on first use."""
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterServers) -> Iterator[str]:
+    """``redis+cluster://`` URL of the session's cluster, emptied after each test."""
+    yield redis_cluster.url
+    redis_cluster.flush()

@@ -16,7 +16,7 @@ from typing import Any, cast
 from celery_defer.cli.catalog import guard_settings
 from celery_defer.cli.outbox_state import redis_now_ms
 from celery_defer.config.flow_keys import GuardSpec
-from celery_defer.keys import avg_key, line_key, seen_key, waiters_key
+from celery_defer.keys import avg_key, keyed_limit, line_key, seen_key, waiters_key
 from celery_defer.redis_io import reaching
 from celery_defer.store import Store
 
@@ -57,10 +57,15 @@ def _seconds(ms: float) -> float:
 
 
 def _key_hashes(store: Store, spec: GuardSpec, base: str) -> list[str]:
-    """Return the hashes of the key values of a keyed rule that have any state."""
-    pattern = _GLOB_SPECIAL.sub(r"\\\1", base) + ":*"
+    """Return the hashes of the key values of a keyed rule that have any state.
+
+    ``base`` is the rule's unkeyed key, ``{...}``; a key value's key is
+    ``{...:<hash>}`` (``keyed_limit``), and its sub-keys follow the closing brace.
+    """
+    stem = base[:-1]
+    pattern = _GLOB_SPECIAL.sub(r"\\\1", stem) + ":*"
     # Sub-keys (waiters, seen, avg) count too: a concurrency key can be all waiters.
-    own = re.compile(re.escape(base) + rf":({_HASH})(?::(?:waiters|seen|avg|line|parked))?$")
+    own = re.compile(re.escape(stem) + rf":({_HASH})\}}(?::(?:waiters|seen|avg|line|parked))?$")
     found: set[str] = set()
     with reaching(f"listing the keys of {spec.slot}"):
         for name in store.client.scan_iter(match=pattern, count=500):
@@ -82,7 +87,7 @@ def read_rules(
         if spec.key is None:
             candidates: list[tuple[str | None, str]] = [(None, base)]
         else:
-            candidates = [(h, f"{base}:{h}") for h in _key_hashes(store, spec, base)]
+            candidates = [(h, keyed_limit(base, h)) for h in _key_hashes(store, spec, base)]
         states = []
         for key_hash, key in candidates:
             state = _read_state(store, spec.kind, key, settings, now_ms)

@@ -1,12 +1,14 @@
 """What the outbox holds: finalized runs not yet sent, and attempts running with recorded defers.
 
-Read-only: it reads the ``finalized`` and ``attempts`` zsets and the outbox
-hashes (see ``celery_defer.outbox.redis_outbox``), and changes nothing.
+Read-only: it reads the ``finalized`` and ``attempts`` zsets of every shard and
+the outbox hashes (see ``celery_defer.outbox.redis_outbox``), and changes nothing.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
+from typing import cast
 
 from celery_defer.redis_io import reaching
 from celery_defer.store import Store
@@ -68,16 +70,26 @@ def redis_now_ms(store: Store) -> float:
     return seconds * 1000 + micros / 1000
 
 
+def _oldest(shards: list[list[tuple[str, float]]], limit: int) -> list[tuple[str, float]]:
+    return heapq.nsmallest(limit, (entry for shard in shards for entry in shard), key=lambda entry: entry[1])
+
+
 def read_outbox(store: Store, *, limit: int) -> OutboxState:
     """Return up to ``limit`` pending runs and leased attempts, oldest first."""
     keys = store.keys
     with reaching("reading the outbox index"):
+        # The oldest ``limit`` of each shard, then the oldest ``limit`` of them all.
         pipe = store.client.pipeline(transaction=False)
-        pipe.zrange(keys.finalized(), 0, limit - 1, withscores=True)
-        pipe.zcard(keys.finalized())
-        pipe.zrange(keys.attempts(), 0, limit - 1, withscores=True)
-        pipe.zcard(keys.attempts())
-        finalized, finalized_total, attempts, attempts_total = pipe.execute()
+        for shard in keys.shards():
+            pipe.zrange(keys.finalized(shard), 0, limit - 1, withscores=True)
+            pipe.zcard(keys.finalized(shard))
+            pipe.zrange(keys.attempts(shard), 0, limit - 1, withscores=True)
+            pipe.zcard(keys.attempts(shard))
+        replies = pipe.execute()
+    finalized = _oldest(replies[0::4], limit)
+    finalized_total = sum(cast(list[int], replies[1::4]))
+    attempts = _oldest(replies[2::4], limit)
+    attempts_total = sum(cast(list[int], replies[3::4]))
     now_ms = redis_now_ms(store)
     pending = []
     for run_id, due_ms in finalized:

@@ -24,15 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis
-
 from celery_defer import keys
 from celery_defer.background import background
 from celery_defer.deferred.done_markers import DoneMarkers, generation_mismatch, outcome_code, outcome_of
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.lease_keeper import default_keeper
 from celery_defer.redis_clock import RedisClock
-from celery_defer.redis_io import Scripts, batched
+from celery_defer.redis_io import Scripts, StoreClient, batched
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +58,7 @@ class RunClaims:
     """
 
     def __init__(
-        self, client: redis.Redis, keyspace: keys.KeySpace, *, done_ttl_s: float, clock: RedisClock
+        self, client: StoreClient, keyspace: keys.KeySpace, *, done_ttl_s: float, clock: RedisClock
     ) -> None:
         self.client = client
         self.keys = keyspace
@@ -71,7 +69,7 @@ class RunClaims:
 
     def _run_keys(self, run_id: str) -> list[str]:
         k = self.keys
-        return [k.claim(run_id), k.inflight(), k.resend(run_id)]
+        return [k.claim(run_id), k.inflight(run_id), k.resend(run_id)]
 
     def _marked(self, name: str, run_id: str, args: list[Any], *, doing: str, generation: int) -> Any:
         """Run a script that reads or writes the run's done marker, for ``generation``."""
@@ -114,7 +112,7 @@ class RunClaims:
         """Extend the claim's lease; False when ``holder`` no longer has it."""
         renewed = self._script(
             "renew",
-            [self.keys.claim(run_id), self.keys.inflight()],
+            [self.keys.claim(run_id), self.keys.inflight(run_id)],
             [holder, lease_ms, run_id],
             doing=f"renewing deferred run {run_id}",
         )
@@ -126,7 +124,7 @@ class RunClaims:
         """Reserve the run for its attempt ``next_attempt``, whose message ``resend`` is about to be sent."""
         self._script(
             "retry",
-            [self.keys.claim(run_id), self.keys.inflight(), self.keys.resend(run_id)],
+            [self.keys.claim(run_id), self.keys.inflight(run_id), self.keys.resend(run_id)],
             [holder, next_attempt, ttl_ms, run_id, resend, keys.DONE_TTL_S],
             doing=f"handing deferred run {run_id} to its next attempt",
         )
@@ -159,11 +157,13 @@ class RunClaims:
             self._marked("finish", run_id, args, doing=doing, generation=generation_now)
 
     def take_lapsed(self, *, limit: int, lease_ms: int) -> list[str]:
-        """Take runs in flight whose time came (recovery); hidden from other passes for ``lease_ms``."""
-        ids = self._take_due(
-            "take_due", [self.keys.inflight()], [limit, lease_ms], doing="looking for lapsed deferred runs"
-        )
-        return list(ids)
+        """Take runs in flight whose time came (recovery), ``limit`` per shard.
+
+        A run taken is hidden from other passes for ``lease_ms``.
+        """
+        calls = [([self.keys.inflight(shard)], [limit, lease_ms]) for shard in self.keys.shards()]
+        taken = self._take_due.each("take_due", calls, doing="looking for lapsed deferred runs")
+        return [run_id for ids in taken for run_id in ids]
 
     def message_to_resend(self, run_id: str) -> str | None:
         """The message that starts a lapsed run again, or ``None`` when it needs none."""

@@ -106,7 +106,7 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
                 function_id,
                 found.detail,
             )
-            store.stats.count(f"duplicate:{function_id}")
+            store.stats.count(f"duplicate:{function_id}", run_id=request.id)
             raise DuplicateRun(f"already {found.detail}")
         if found.state == "busy":
             if FROM_LINE in message.passed:
@@ -212,7 +212,7 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         run_id: str = self.request.id
         if admission.action == "drop":
             logger.info("deferred run %s of %r dropped: %s", run_id, options.id, admission.reason)
-            store.stats.count(f"dropped:{options.id}:{admission.kind}")
+            store.stats.count(f"dropped:{options.id}:{admission.kind}", run_id=run_id)
             self._finish_once_recorded(claim, "dropped")
             return {"dropped": admission.reason}
         if admission.preempted:

@@ -11,8 +11,6 @@ import uuid
 from collections.abc import Callable
 from typing import cast
 
-import redis
-
 from celery_defer.keys import (
     avg_key,
     began_key,
@@ -38,7 +36,7 @@ from celery_defer.limits.backend import (
     SingletonMode,
     SingletonResult,
 )
-from celery_defer.redis_io import Scripts, reaching
+from celery_defer.redis_io import Scripts, StoreClient, reaching
 
 _SCRIPTS = (
     "concurrency_acquire",
@@ -78,14 +76,14 @@ class RedisLimitBackend(LimitBackend):
     """Flow-control state in Redis, shared by every worker that uses the same server.
 
     Args:
-        client: a ``redis.Redis`` client made with ``decode_responses=True``
+        client: a ``redis.Redis`` or ``RedisCluster`` client made with ``decode_responses=True``
             (as :func:`celery_defer.redis_io.connect` makes them).
 
     Raises:
         StoreUnavailableError: from every operation, when Redis fails.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: StoreClient) -> None:
         self._client = client
         self._call = Scripts(client, "limits", _SCRIPTS)
 

@@ -4,20 +4,20 @@ Per run, a hash ``outbox:<run id>`` maps defer id to ``"<seq>|<record>"`` (first
 payload wins, ``seq`` keeps call order). Two zsets index runs across the fleet:
 ``finalized`` (runs whose defers await dispatch, scored by when recovery may send
 them) and ``attempts`` (running attempts of runs that have recorded defers,
-scored by the end of their lease; see ``celery_defer.outbox.recovery``).
+scored by the end of their lease; see ``celery_defer.outbox.recovery``). Each index
+is one zset per shard, beside the outboxes of its shard's runs (``celery_defer.keys``),
+so every script here touches one hash slot; recovery walks every shard.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
-
-import redis
 
 from celery_defer import keys
 from celery_defer.outbox.record import DeferRecord, decode_outbox
 from celery_defer.redis_clock import RedisClock
-from celery_defer.redis_io import Scripts, reaching
+from celery_defer.redis_io import Scripts, StoreClient, reaching
 from celery_defer.settings import Settings
 
 #: How long after a run finalizes its defers wait for the finalizing hook before
@@ -35,7 +35,7 @@ class RedisOutbox:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: StoreClient,
         settings: Settings,
         keyspace: keys.KeySpace,
         clock: RedisClock | None = None,
@@ -59,7 +59,7 @@ class RedisOutbox:
         """
         fields = self._script(
             "attempt_begin",
-            [self.keys.outbox(run_id), self.keys.attempts()],
+            [self.keys.outbox(run_id), self.keys.attempts(run_id)],
             [run_id, self.lease_ms],
             doing=f"reading the outbox of {run_id}",
         )
@@ -69,18 +69,15 @@ class RedisOutbox:
         """Extend the lease of a running attempt; False once it ended."""
         renewed = self._script(
             "attempt_renew",
-            [self.keys.attempts()],
+            [self.keys.attempts(run_id)],
             [run_id, self.lease_ms],
             doing=f"renewing the attempt of {run_id}",
         )
         return bool(renewed)
 
     def claim_stale_attempts(self, *, limit: int, lease_ms: int) -> list[str]:
-        """Take runs whose attempt lease ran out: their worker died mid-attempt."""
-        ids = self._take_due(
-            "take_due", [self.keys.attempts()], [limit, lease_ms], doing="looking for dead attempts"
-        )
-        return list(ids)
+        """Take runs whose attempt lease ran out (their worker died mid-attempt), ``limit`` per shard."""
+        return self._walk(self.keys.attempts, limit, lease_ms, doing="looking for dead attempts")
 
     def record(
         self, run_id: str, records: list[DeferRecord], *, final: bool, next_attempt_in_s: float = 0.0
@@ -102,7 +99,7 @@ class RedisOutbox:
             argv += (record.defer_id, record.encode())
         values = self._script(
             "record",
-            [self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
+            [self.keys.outbox(run_id), self.keys.finalized(run_id), self.keys.attempts(run_id)],
             argv,
             doing=f"recording the defers of {run_id}",
         )
@@ -114,7 +111,7 @@ class RedisOutbox:
         """Finalize a run that ended without its attempt returning; return its records."""
         values = self._script(
             "finalize",
-            [self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
+            [self.keys.outbox(run_id), self.keys.finalized(run_id), self.keys.attempts(run_id)],
             [run_id, DISPATCH_GRACE_MS],
             doing=f"finalizing {run_id}",
         )
@@ -134,7 +131,7 @@ class RedisOutbox:
         """
         left = self._script(
             "complete",
-            [self.keys.outbox(run_id), self.keys.finalized(), self.keys.attempts()],
+            [self.keys.outbox(run_id), self.keys.finalized(run_id), self.keys.attempts(run_id)],
             [run_id, *defer_ids],
             doing=f"completing the dispatch of {run_id}",
         )
@@ -144,11 +141,16 @@ class RedisOutbox:
         """Make finalized runs that a recovery pass took and could not send due now."""
         if run_ids:
             with reaching("giving back undispatched runs"):
-                self.client.zadd(self.keys.finalized(), dict.fromkeys(run_ids, 0), xx=True)
+                pipe = self.client.pipeline(transaction=False)
+                for run_id in run_ids:
+                    pipe.zadd(self.keys.finalized(run_id), {run_id: 0}, xx=True)
+                pipe.execute()
 
     def claim_due(self, *, limit: int, lease_ms: int) -> list[str]:
-        """Take finalized runs whose dispatch is overdue (recovery)."""
-        ids = self._take_due(
-            "take_due", [self.keys.finalized()], [limit, lease_ms], doing="looking for undispatched runs"
-        )
-        return list(ids)
+        """Take finalized runs whose dispatch is overdue (recovery), ``limit`` per shard."""
+        return self._walk(self.keys.finalized, limit, lease_ms, doing="looking for undispatched runs")
+
+    def _walk(self, index: Callable[[int], str], limit: int, lease_ms: int, *, doing: str) -> list[str]:
+        """Take due members of one index in every shard (``limit`` per shard), pipelined."""
+        calls = [([index(shard)], [limit, lease_ms]) for shard in self.keys.shards()]
+        return [run_id for taken in self._take_due.each("take_due", calls, doing=doing) for run_id in taken]

@@ -14,12 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-import redis
 from celery import Celery
 
 from celery_defer import keys
 from celery_defer.outbox.record import DeferRecord
-from celery_defer.redis_io import Scripts, reaching
+from celery_defer.redis_io import Scripts, StoreClient, reaching
 from celery_defer.store import Store, store_for
 
 logger = logging.getLogger(__name__)
@@ -61,14 +60,14 @@ class StepMemo(Protocol):
 class RedisStepMemo:
     """Kept steps in Redis. Every method raises ``StoreUnavailableError`` when Redis fails."""
 
-    def __init__(self, client: redis.Redis, keyspace: keys.KeySpace, *, lease_ms: int) -> None:
+    def __init__(self, client: StoreClient, keyspace: keys.KeySpace, *, lease_ms: int) -> None:
         self.client = client
         self.keys = keyspace
         self.lease_ms = lease_ms
         self._script = Scripts(client, "steps", ("load", "keep", "sleep"))
 
     def _run_keys(self, run_id: str) -> list[str]:
-        return [self.keys.steps(run_id), self.keys.outbox(run_id), self.keys.attempts()]
+        return [self.keys.steps(run_id), self.keys.outbox(run_id), self.keys.attempts(run_id)]
 
     def load(self, run_id: str) -> Loaded:
         flat, ids = self._script(

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from celery_defer.embedded_redis import RedisServer
-from tests.integration.conftest import app_module, seen, start_worker
+from tests.integration.conftest import app_module, empty_state_store, seen, start_worker, state_store
 
-__all__ = ["app_module", "seen", "start_worker"]
+__all__ = ["app_module", "empty_state_store", "seen", "start_worker", "state_store"]
 
 
 @pytest.fixture

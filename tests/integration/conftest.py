@@ -1,4 +1,11 @@
-"""Real workers for integration tests: ``celery worker`` subprocesses on a private Redis."""
+"""Real workers for integration tests: ``celery worker`` subprocesses on a private Redis.
+
+``CDT_STATE_STORE=cluster`` puts the worker app's state store (``defer_redis_url``)
+on a private Redis Cluster for the whole session; the broker and the results stay
+on the single private Redis (Celery's broker is never a cluster). The tests that
+run both ways are those that reach the state only through the library (``store_for``):
+the files listed in ``.ci/run`` and the README's Development section.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +20,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
+from celery_defer.embedded_cluster import RedisClusterServers
 from celery_defer.embedded_redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Where the worker app keeps celery_defer's state: "redis" (db 2 of the session's
+#: Redis) or "cluster" (a local Redis Cluster).
+STATE_STORE = os.environ.get("CDT_STATE_STORE", "redis")
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +68,7 @@ class Worker:
             **os.environ,
             "CDT_REDIS_URL": redis_url,
             "CDT_ACKS_LATE": "1" if acks_late else "0",
-            "CDT_STATE_URL": state_url or "",
+            "CDT_STATE_URL": state_url or os.environ.get("CDT_STATE_URL", ""),
             "PYTHONPATH": str(ROOT),
             **(env or {}),
         }
@@ -119,10 +130,31 @@ class Worker:
 
 
 @pytest.fixture(scope="session")
-def app_module(redis_server: RedisServer) -> ModuleType:
+def state_store(request: pytest.FixtureRequest) -> RedisClusterServers | None:
+    """The cluster holding the worker app's state (``CDT_STATE_STORE=cluster``), else None."""
+    if STATE_STORE == "cluster":
+        return cast(RedisClusterServers, request.getfixturevalue("redis_cluster"))
+    if STATE_STORE != "redis":
+        raise pytest.UsageError(f"CDT_STATE_STORE={STATE_STORE!r}: expected 'redis' or 'cluster'")
+    return None
+
+
+@pytest.fixture(scope="session")
+def app_module(redis_server: RedisServer, state_store: RedisClusterServers | None) -> ModuleType:
     """The worker app, imported in the test process against the session's Redis."""
     os.environ["CDT_REDIS_URL"] = redis_server.url
+    os.environ["CDT_STATE_URL"] = state_store.url if state_store else ""
     return importlib.import_module("tests.integration.workerapp")
+
+
+@pytest.fixture(autouse=True)
+def empty_state_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Empty the cluster state store after each test (``redis_url`` empties the single Redis)."""
+    yield
+    if "app_module" in request.fixturenames:
+        state_store = cast("RedisClusterServers | None", request.getfixturevalue("state_store"))
+        if state_store is not None:
+            state_store.flush()
 
 
 @pytest.fixture

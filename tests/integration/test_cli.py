@@ -139,7 +139,7 @@ def test_stats_and_limits_show_rate_limit_drops(start_worker, app_module, seen, 
 
 def test_stats_counts_duplicates_per_function(app_module, redis_url):
     # The worker counts a duplicate this way when a copy of a finished run arrives.
-    store_for(app_module.app).stats.count("duplicate:recorder", 2)
+    store_for(app_module.app).stats.count("duplicate:recorder", 2, run_id="copy-of-a-run")
     assert cli_json("stats") == {"dropped": {}, "duplicates": {"recorder": 2}, "other": {}}
 
 

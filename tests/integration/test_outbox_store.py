@@ -29,11 +29,11 @@ def test_completing_a_dispatch_forgets_only_the_published_records(redis_url: str
 
     assert outbox.complete("run-1", [r.defer_id for r in published]) == 1
     assert [r.defer_id for r in outbox.pending_records("run-1")] == ["late"]
-    assert outbox.client.zscore(outbox.keys.finalized(), "run-1") is not None  # still due
+    assert outbox.client.zscore(outbox.keys.finalized("run-1"), "run-1") is not None  # still due
 
     assert outbox.complete("run-1", ["late"]) == 0
     assert not outbox.client.exists(outbox.keys.outbox("run-1"))
-    assert outbox.client.zscore(outbox.keys.finalized(), "run-1") is None
+    assert outbox.client.zscore(outbox.keys.finalized("run-1"), "run-1") is None
 
 
 def test_a_recovery_pass_that_could_not_send_leaves_the_run_for_the_next_pass(redis_url: str) -> None:
@@ -46,7 +46,7 @@ def test_a_recovery_pass_that_could_not_send_leaves_the_run_for_the_next_pass(re
         app.conf.broker_connection_timeout = 0.5
     outbox = store_for(back).outbox
     outbox.record("run-1", [record("a")], final=True)
-    outbox.client.zadd(outbox.keys.finalized(), {"run-1": 0})  # its dispatch grace is over
+    outbox.client.zadd(outbox.keys.finalized("run-1"), {"run-1": 0})  # its dispatch grace is over
 
     assert recover_once(away) == []
     assert [r.defer_id for r in recover_once(back)] == ["a"]  # the next pass, not one lease later

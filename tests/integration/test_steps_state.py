@@ -36,7 +36,8 @@ def test_step_ids_are_hashed_kept_under_the_prefix_with_a_ttl_cut_short_at_final
     assert steps.run("card 4242-4242", lambda: {"charged": True}) == {"charged": True}
     client = store_for(app).client
     key = store_for(app).keys.steps("run-1")
-    assert client.keys("*") == [key] and key.startswith("celery_defer:steps:")
+    assert client.keys("*") == [key]
+    assert key.startswith("{celery_defer:") and key.endswith("}:steps:run-1")  # prefix and shard tag
     assert not any("4242" in field for field in client.hkeys(key))
     assert keys.STEPS_FINAL_TTL_S < client.ttl(key) <= keys.STEPS_TTL_S
     capture.final = True  # the attempt ended and the run finalized with it
@@ -79,7 +80,7 @@ def test_defers_inside_a_step_go_to_the_outbox_with_the_result_and_lease_the_att
     assert [record.defer_id for record in store.outbox.pending_records("run-4")] == ["receipt"]
     assert [record.defer_id for record in capture.records] == ["before"]
     assert "receipt" in capture.earlier_ids
-    assert store.client.zscore(store.keys.attempts(), "run-4") is not None
+    assert store.client.zscore(store.keys.attempts("run-4"), "run-4") is not None
 
 
 def test_a_sleep_is_measured_on_redis_time_and_never_sleeps_again_once_passed(app):

@@ -27,7 +27,14 @@ def test_success_runs_each_defer_once_linked_to_its_parent(start_worker, app_mod
     assert sorted((r["defer_id"], r["data"]["n"]) for r in runs) == [("a", 1), ("b", 2)]
     for run in runs:
         assert run["run_id"] == deferred_run_id(result.id, run["defer_id"])
-        meta = wait_for(lambda run=run: AsyncResult(run["run_id"], app=app_module.app)._get_task_meta())
+        # The handler records its run before the worker stores the result: wait for the result.
+        meta = wait_for(
+            lambda run=run: (
+                (m := AsyncResult(run["run_id"], app=app_module.app)._get_task_meta())
+                and m["status"] != "PENDING"
+                and m
+            )
+        )
         assert meta["parent_id"] == result.id
 
 

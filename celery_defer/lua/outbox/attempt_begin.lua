@@ -1,7 +1,7 @@
 -- An attempt of a parent run begins: return the defer ids earlier attempts
 -- recorded and, when there are some, lease the attempt in the attempts zset so
 -- a recovery pass can tell when the worker running it died.
--- KEYS[1] outbox hash, KEYS[2] attempts zset; ARGV[1] run id, ARGV[2] lease ms
+-- KEYS[1] outbox hash, KEYS[2] attempts zset (of the run's shard); ARGV[1] run id, ARGV[2] lease ms
 local ids = redis.call('HKEYS', KEYS[1])
 if #ids > 0 then
   local now_ms = math.floor(redis_now_ms())

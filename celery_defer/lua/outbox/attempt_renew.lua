@@ -1,4 +1,4 @@
--- Extend the lease of a running attempt. KEYS[1] attempts zset
+-- Extend the lease of a running attempt. KEYS[1] attempts zset (of the run's shard)
 -- ARGV[1] run id, ARGV[2] lease ms. Returns 1 while the attempt is still leased.
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return 0

@@ -2,7 +2,7 @@
 -- A record that came in since the run's records were read stays, and so does the
 -- run in the finalized index: a recovery pass sends it. Once nothing is left the
 -- run leaves both indexes.
--- KEYS[1] outbox hash, KEYS[2] finalized zset, KEYS[3] attempts zset
+-- KEYS[1] outbox hash, KEYS[2] finalized zset, KEYS[3] attempts zset (both of the run's shard)
 -- Returns how many records are left.
 for i = 2, #ARGV do
   redis.call('HDEL', KEYS[1], ARGV[i])

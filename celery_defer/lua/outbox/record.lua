@@ -1,5 +1,6 @@
 -- Record one attempt's defers of a parent run; first payload per defer id wins.
 -- KEYS[1] outbox hash (defer id -> "seq|record"), KEYS[2] finalized zset, KEYS[3] attempts zset
+-- (both of the run's shard)
 -- ARGV[1] run id, ARGV[2] outbox ttl s, ARGV[3] "1" when the run finalizes now,
 -- ARGV[4] grace ms before recovery may dispatch, ARGV[5] ms the attempt stays
 -- leased when the run goes on (until its next attempt, about to be sent, begins),

@@ -3,7 +3,7 @@
 -- Once the outbox holds defers the attempt is leased in the attempts zset: if the
 -- worker dies, a recovery pass finalizes the run (acks_late off) or the redelivered
 -- attempt skips the step and goes on (acks_late on).
--- KEYS[1] steps hash, KEYS[2] outbox hash (defer id -> "seq|record"), KEYS[3] attempts zset
+-- KEYS[1] steps hash, KEYS[2] outbox hash (defer id -> "seq|record"), KEYS[3] attempts zset (of the run's shard)
 -- ARGV[1] run id, ARGV[2] hashed step id, ARGV[3] result text, ARGV[4] steps ttl s,
 -- ARGV[5] outbox ttl s, ARGV[6] lease ms, ARGV[7..] defer id, record pairs
 -- Returns {1 when this call kept it else 0, the kept result text, 1 when leased else 0}.

@@ -3,7 +3,7 @@
 -- not a retry, so nothing else told it). When the outbox holds defers the attempt
 -- is leased in the attempts zset, as attempt_begin does, so a recovery pass can
 -- finalize the run if its worker dies.
--- KEYS[1] steps hash, KEYS[2] outbox hash, KEYS[3] attempts zset
+-- KEYS[1] steps hash, KEYS[2] outbox hash, KEYS[3] attempts zset (of the run's shard)
 -- ARGV[1] run id, ARGV[2] lease ms
 -- Returns {flat field/value list of the steps hash, defer ids of the outbox}.
 local steps = redis.call('HGETALL', KEYS[1])
