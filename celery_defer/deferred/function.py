@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from celery_defer.deferred.admission import Admission, FlowControl, keep_leases
 from celery_defer.deferred.attempt_ends import AttemptEnds
+from celery_defer.deferred.celery_log import explained
 from celery_defer.deferred.claims import HeldClaim
 from celery_defer.deferred.context import DeferContext, DeferEvent, Parent, run_logger
 from celery_defer.deferred.direct_start import DirectStart, parse_started
@@ -107,6 +108,7 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
                 found.detail,
             )
             store.stats.count(f"duplicate:{function_id}", run_id=request.id)
+            explained(request.id)
             raise DuplicateRun(f"already {found.detail}")
         if found.state == "busy":
             if FROM_LINE in message.passed:
@@ -237,6 +239,7 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
                 options.id,
                 admission.ahead,
             )
+            explained(run_id)
             self.step_aside(reason=admission.reason, back_in_s=PARK_TTL_MS / 1000)
         ttl_ms = int((admission.delay_s + store.settings.lease_s) * 1000)
         claim.hand_over(next_attempt=retries, ttl_ms=ttl_ms, resend=self.resend(waiting, retries=retries))
@@ -248,6 +251,7 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             admission.delay_s,
             admission.reason,
         )
+        explained(run_id)
         self.requeue(delay_s=admission.delay_s, reason=admission.reason, kwargs=waiting.to_kwargs())
 
     def _sleep_run(

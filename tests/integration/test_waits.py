@@ -41,6 +41,13 @@ def first_asked(seen: Any, fn: str) -> list[str]:
     return order
 
 
+def bare_ignored(logs: str, fn: str) -> list[str]:
+    """Celery's own ``Task <name>[<id>] ignored`` lines for the runs of ``fn``."""
+    return [
+        line for line in logs.splitlines() if f"celery_defer.fn.{fn}[" in line and line.endswith("] ignored")
+    ]
+
+
 def test_throttled_runs_start_in_the_order_they_asked_each_put_back_once(start_worker, app_module, seen):
     workers = [start_worker(concurrency=2), start_worker(concurrency=2)]
     ask_one_by_one(app_module, "fifo-throttle", every_s=0.1)  # faster than the pace (one per 0.4 s)
@@ -53,6 +60,7 @@ def test_throttled_runs_start_in_the_order_they_asked_each_put_back_once(start_w
     assert min(later - earlier for earlier, later in itertools.pairwise(times)) >= 0.4 * 0.85
     logs = "".join(worker.log() for worker in workers)
     assert "waiting on throttle of fifo-throttle" in logs  # the wait, said as what it is
+    assert not bare_ignored(logs, "fifo-throttle")  # and not once more as Celery's bare "ignored"
 
 
 def test_parked_runs_start_first_come_first_served_and_the_limit_holds(start_worker, app_module, seen):
@@ -66,3 +74,4 @@ def test_parked_runs_start_first_come_first_served_and_the_limit_holds(start_wor
     assert max(deliveries.values()) == 2  # parked once, sent once by the run before it
     logs = "".join(worker.log() for worker in workers)
     assert "parked in the concurrency line of fifo-line" in logs
+    assert not bare_ignored(logs, "fifo-line")
