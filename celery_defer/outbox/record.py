@@ -20,8 +20,12 @@ from celery_defer.outbox.routing import Route
 #: Namespace of deterministic deferred run ids (uuid5 of parent run id and defer id).
 _RUN_ID_NAMESPACE = uuid.UUID("5d1f7f0e-4d0b-4a43-9a77-2f5c4f0d6c1e")
 _NAMESPACE_BYTES = _RUN_ID_NAMESPACE.bytes
-#: A record head's encoder, made once (``json.dumps`` with options makes one per call).
-_HEAD_JSON = json.JSONEncoder(separators=(",", ":"))
+#: A JSON string literal, as ``json.dumps`` writes one.
+_quote = json.encoder.encode_basestring_ascii
+
+
+def _nullable(text: str | None) -> str:
+    return "null" if text is None else _quote(text)
 
 
 def deferred_run_id(parent_run_id: str, defer_id: str) -> str:
@@ -88,22 +92,19 @@ class DeferRecord(NamedTuple):
         JSON text never holds a raw newline, so the newline splits the two
         parts, and the payload is spliced in as it is rather than re-encoded.
         """
-        doc: dict[str, Any] = {
-            "id": self.defer_id,
-            "task": self.task_name,
-            "fn": self.function_id,
-            "ts": self.ts_ns,
-            "run": self.parent.run_id,
-            "root": self.parent.root_id,
-            "ptask": self.parent.task_name,
-            "q": self.queue,
-            "p": self.priority,
-        }
+        # The head is compact JSON, written field by field (strings quoted by
+        # json's own C function): a run's records are encoded in one go.
+        priority = "null" if self.priority is None else int(self.priority)
+        head = (
+            f'{{"id":{_quote(self.defer_id)},"task":{_quote(self.task_name)},"fn":{_quote(self.function_id)},'
+            f'"ts":{int(self.ts_ns)},"run":{_quote(self.parent.run_id)},"root":{_quote(self.parent.root_id)},'
+            f'"ptask":{_quote(self.parent.task_name)},"q":{_nullable(self.queue)},"p":{priority}'
+        )
         if self.exchange is not None:
-            doc["x"] = self.exchange
+            head += f',"x":{_quote(self.exchange)}'
         if self.routing_key is not None:
-            doc["rk"] = self.routing_key
-        head = _HEAD_JSON.encode(doc)
+            head += f',"rk":{_quote(self.routing_key)}'
+        head += "}"
         return f"{head}\n{self.data_json}"
 
     @classmethod
