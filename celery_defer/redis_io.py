@@ -31,6 +31,7 @@ from typing import Any, cast
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -42,6 +43,7 @@ from celery_defer.redis_urls import (
     parse_sentinel_url,
     replica_acks,
 )
+from celery_defer.redis_wire import send_in_one_write
 
 
 class StateClient(redis.Redis):
@@ -112,12 +114,43 @@ class Scripts:
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
         with reaching(doing):
             if not self._acks.replicas:
+                if _large(args):
+                    return _evalsha_in_one_write(self._client, self._scripts[name], keys, args)
                 return self._scripts[name](keys=list(keys), args=list(args))
             replies = _send_acked(self._client, self._acks, [(self._scripts[name], list(keys), list(args))])
         _check_acks(replies[-1], self._acks, doing)
         if isinstance(replies[0], Exception):
             raise StoreUnavailableError(f"{doing}: {replies[0]}") from replies[0]
         return replies[0]
+
+
+#: Script arguments over this many characters go out in one socket write (``redis_wire``):
+#: redis-py writes a request in pieces of about this size.
+_ONE_WRITE_FROM = 6000
+
+
+def _large(args: Sequence[Any]) -> bool:
+    size = 0
+    for arg in args:
+        if type(arg) is str:
+            size += len(arg)
+            if size > _ONE_WRITE_FROM:
+                return True
+    return False
+
+
+def _evalsha_in_one_write(
+    client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """``script(keys, args)``, its request written at once (a finalizing run records 100 defers in it)."""
+    for _ in range(2):
+        reply = send_in_one_write(client, [["EVALSHA", script.sha, len(keys), *keys, *args]])[0]
+        if not isinstance(reply, NoScriptError):
+            break
+        script.sha = client.script_load(script.script)  # a server that restarted, or another one
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 class Batch:

@@ -28,8 +28,8 @@ from kombu.utils.json import dumps
 
 from celery_defer.errors import PublishError
 from celery_defer.outbox.redis_envelope import EnvelopeTemplate, envelope
-from celery_defer.outbox.redis_wire import send_in_one_write
 from celery_defer.outbox.task_message import TaskMessage, announce_sent
+from celery_defer.redis_wire import send_in_one_write
 
 logger = logging.getLogger(__name__)
 
