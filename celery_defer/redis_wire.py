@@ -21,13 +21,15 @@ import redis
 Command = Sequence[str | bytes | int]
 
 
-def pack(encode: Any, commands: Sequence[Command]) -> bytes:
-    """The RESP request of ``commands``, each argument encoded by ``encode`` (redis-py's ``Encoder``)."""
+def pack(encoder: Any, commands: Sequence[Command]) -> bytes:
+    """The RESP request of ``commands``, each argument encoded as redis-py's ``encoder`` would."""
+    plain_utf8 = encoder.encoding.lower() in ("utf-8", "utf8") and encoder.encoding_errors == "strict"
+    encode = encoder.encode
     out: list[bytes] = []
     for command in commands:
         out.append(b"*%d\r\n" % len(command))
         for arg in command:
-            data = bytes(encode(arg))
+            data = arg.encode() if plain_utf8 and type(arg) is str else bytes(encode(arg))
             out.append(b"$%d\r\n" % len(data))
             out.append(data)
             out.append(b"\r\n")
@@ -46,7 +48,7 @@ def send_in_one_write(client: redis.Redis, commands: Sequence[Command]) -> list[
     pool = client.connection_pool
     connection: Any = pool.get_connection()  # redis-py's Connection; its methods are untyped
     try:
-        request = pack(connection.encoder.encode, commands)
+        request = pack(connection.encoder, commands)
 
         def exchange() -> list[Any]:
             connection.send_packed_command([request])
