@@ -21,7 +21,7 @@ from celery_defer.embedded_sentinel import SentinelGroup
 from celery_defer.keys import KeySpace
 from celery_defer.outbox.record import DeferRecord, ParentRef
 from celery_defer.outbox.redis_outbox import RedisOutbox
-from celery_defer.redis_io import connect
+from celery_defer.redis_clients import connect
 from celery_defer.settings import Settings
 
 

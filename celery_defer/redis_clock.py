@@ -25,7 +25,7 @@ import time
 
 import redis
 
-from celery_defer.redis_io import StoreClient
+from celery_defer.redis_clients import StoreClient
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""How celery_defer talks to Redis: one client recipe, one Lua loader, one error policy.
+"""How celery_defer runs its Lua scripts: one loader, batches, replica acks.
 
-- Clients decode replies to ``str`` (``decode_responses=True``), so no caller
-  handles bytes.
+The clients themselves, and the error policy every call here goes through
+(``reaching``), are in ``celery_defer.redis_clients``.
+
 - Scripts live in ``celery_defer/lua/<group>/<name>.lua``; each is loaded with
   ``lua/prelude.lua`` in front, which gives every script the same clock
   (``redis_now_ms()``, Redis ``TIME``). A line ``--#include <group>/<name>``
@@ -12,60 +13,36 @@
   script, or a batch, is followed by ``WAIT`` on the same connection: a failover
   then promotes a replica that holds every write a caller was told succeeded, and
   a write the replicas did not confirm fails like any other (callers try again).
-- For Redis Cluster (``redis+cluster://``) the client is a ``RedisCluster``
-  (:data:`StoreClient`): every key a script gets shares one hash slot
+- On Redis Cluster every key a script gets shares one hash slot
   (``celery_defer.keys``), so each call goes to the node that owns it, and a
   pipeline (a batch, a walk over every shard) is split by node.
-- Any ``redis.RedisError`` becomes :class:`StoreUnavailableError` naming what
-  was being done, with the driver's error as ``__cause__``: callers deal with one
-  exception whether the server is down, slow, read-only or refused a script.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from importlib import resources
-from typing import Any, TypeAlias, cast
+from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import RedisClusterException
-from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.exceptions import NoScriptError
 
-from celery_defer.errors import ConfigurationError, StoreUnavailableError
-from celery_defer.redis_urls import (
-    ClusterUrl,
-    ReplicaAcks,
-    check_transport_options,
-    is_cluster_url,
-    is_sentinel_url,
-    parse_cluster_url,
-    parse_sentinel_url,
-    replica_acks,
-)
-
-
-class StateClient(redis.Redis):
-    """The state store's client: a ``redis.Redis`` that knows which replicas must ack a script."""
-
-    replica_acks: ReplicaAcks = ReplicaAcks()
-
+from celery_defer.errors import StoreUnavailableError
+from celery_defer.redis_clients import StoreClient, acks_of, reaching
+from celery_defer.redis_urls import ReplicaAcks
+from celery_defer.redis_wire import send_in_one_write
 
 _INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
 
 
 logger = logging.getLogger(__name__)
-
-#: A client of the state store: one Redis server (or Sentinel's master), or a Redis Cluster.
-StoreClient: TypeAlias = "redis.Redis | RedisCluster"
 
 #: The scripts' folder, found when this module is imported. Finding it later goes
 #: through the import machinery (``importlib.resources`` imports its readers on
@@ -129,6 +106,8 @@ class Scripts:
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
         with reaching(doing):
             if not self._acks.replicas:
+                if _large(args) and not isinstance(self._client, RedisCluster):  # one node, one socket
+                    return _evalsha_in_one_write(self._client, self._scripts[name], keys, args)
                 return self._scripts[name](keys=list(keys), args=list(args))
             replies = _send_acked(self._client, self._acks, [(self._scripts[name], list(keys), list(args))])
         _check_acks(replies[-1], self._acks, doing)
@@ -152,6 +131,35 @@ class Scripts:
             if isinstance(reply, Exception):
                 raise StoreUnavailableError(f"{doing}: {reply}") from reply
         return replies
+
+
+#: Script arguments over this many characters go out in one socket write (``redis_wire``):
+#: redis-py writes a request in pieces of about this size.
+_ONE_WRITE_FROM = 6000
+
+
+def _large(args: Sequence[Any]) -> bool:
+    size = 0
+    for arg in args:
+        if type(arg) is str:
+            size += len(arg)
+            if size > _ONE_WRITE_FROM:
+                return True
+    return False
+
+
+def _evalsha_in_one_write(
+    client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """``script(keys, args)``, its request written at once (a finalizing run records 100 defers in it)."""
+    for _ in range(2):
+        reply = send_in_one_write(client, [["EVALSHA", script.sha, len(keys), *keys, *args]])[0]
+        if not isinstance(reply, NoScriptError):
+            break
+        script.sha = client.script_load(script.script)  # a server that restarted, or another one
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 class Batch:
@@ -189,11 +197,6 @@ class Batch:
             except Exception:
                 logger.warning("%s: handling the reply of a call sent with it failed", doing, exc_info=True)
         return replies
-
-
-def acks_of(client: StoreClient) -> ReplicaAcks:
-    """The replica acknowledgement ``client``'s script writes wait for (none for other clients)."""
-    return client.replica_acks if isinstance(client, StateClient) else ReplicaAcks()
 
 
 def _send_acked(
@@ -259,111 +262,3 @@ def batched(client: StoreClient) -> Iterator[Batch]:
         yield batch
     finally:
         _batch.reset(token)
-
-
-@contextmanager
-def reaching(doing: str) -> Iterator[None]:
-    """Turn a Redis failure while ``doing`` something into :class:`StoreUnavailableError`."""
-    try:
-        yield
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise StoreUnavailableError(f"{doing}: {exc}") from exc
-
-
-def _client_options() -> dict[str, Any]:
-    return {
-        "decode_responses": True,
-        "socket_timeout": 10,
-        "socket_connect_timeout": 5,
-        "health_check_interval": 30,
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
-    }
-
-
-def connect(url: str, *, transport_options: Mapping[str, Any] | None = None) -> StoreClient:
-    """Return a client for the library's state store at ``url``.
-
-    Args:
-        url: a ``redis://``, ``rediss://`` or ``unix://`` URL, ``sentinel://``
-            URLs separated by ``;``, or ``redis+cluster://`` / ``rediss+cluster://``
-            (see ``celery_defer.redis_urls``).
-        transport_options: ``defer_redis_transport_options``.
-
-    Raises:
-        ConfigurationError: redis-py does not accept the URL, or an option is wrong.
-        StoreUnavailableError: no seed node of a cluster answered.
-    """
-    options = check_transport_options(transport_options)
-    acks = replica_acks(url, options)
-    if is_cluster_url(url):
-        if acks.replicas:
-            raise ConfigurationError(
-                "defer_redis_transport_options['min_replica_acks'] is not supported with Redis Cluster",
-                key="defer_redis_transport_options",
-            )
-        return _cluster(parse_cluster_url(url))
-    client = _sentinel_master(url, options) if is_sentinel_url(url) else _single_server(url)
-    client.replica_acks = acks
-    return client
-
-
-def _sentinel_master(url: str, options: Mapping[str, Any]) -> StateClient:
-    # The pool asks the sentinels for the master on every new connection, and drops a
-    # connection whose server answers READONLY (a demoted master) as a ConnectionError:
-    # the retry below reconnects to whichever server was promoted.
-    target = parse_sentinel_url(url, options)
-    client_options = _client_options()
-    sentinel_kwargs = {
-        "socket_timeout": client_options["socket_timeout"],
-        "socket_connect_timeout": client_options["socket_connect_timeout"],
-        **target.sentinel_kwargs,
-    }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels),
-        min_other_sentinels=target.min_other_sentinels,
-        sentinel_kwargs=sentinel_kwargs,
-    )
-    credentials = {"username": target.username, "password": target.password}
-    master = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.master_name,
-        redis_class=StateClient,
-        db=target.db,
-        **{name: value for name, value in credentials.items() if value is not None},
-        **client_options,
-    )
-    return cast(StateClient, master)
-
-
-def _single_server(url: str) -> StateClient:
-    try:
-        return cast(StateClient, StateClient.from_url(url, **_client_options()))
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"defer_redis_url {url!r} is not a Redis URL redis-py accepts: {exc}",
-            key="defer_redis_url",
-        ) from exc
-
-
-def _cluster(parsed: ClusterUrl) -> RedisCluster:
-    options: dict[str, Any] = dict(parsed.options)
-    if "ssl_check_hostname" in options:
-        options["ssl_check_hostname"] = options["ssl_check_hostname"].lower() in ("1", "true", "yes")
-    client_options = _client_options()
-    # A cluster client takes its retry itself, and no per-connection retry or health check.
-    for name in ("health_check_interval", "retry_on_error"):
-        client_options.pop(name)
-    seeds = ", ".join(f"{host}:{port}" for host, port in parsed.nodes)
-    # The client asks a seed node for the slot map at once: that is the first call.
-    with reaching(f"reaching the Redis Cluster at {seeds}"):
-        return RedisCluster(
-            startup_nodes=[
-                ClusterNode(host, port)  # type: ignore[no-untyped-call]
-                for host, port in parsed.nodes
-            ],
-            username=parsed.username,
-            password=parsed.password,
-            ssl=parsed.tls,
-            **client_options,
-            **options,
-        )

@@ -1,6 +1,6 @@
 """Reading ``defer_redis_url`` and ``defer_redis_transport_options`` into connection targets.
 
-Kept apart from ``celery_defer.redis_io`` so each kind of deployment is one small
+Kept apart from ``celery_defer.redis_clients`` so each kind of deployment is one small
 branch here (a single server, Sentinel, and beside them Redis Cluster), while
 ``connect()`` stays one recipe for timeouts, retries and decoding.
 

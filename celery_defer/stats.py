@@ -13,7 +13,7 @@ from typing import cast
 import redis
 
 from celery_defer import keys
-from celery_defer.redis_io import StoreClient, reaching
+from celery_defer.redis_clients import StoreClient, reaching
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from celery_defer.errors import ConfigurationError
 from celery_defer.keys import KeySpace
 from celery_defer.limits.redis_backend import RedisLimitBackend
 from celery_defer.outbox.redis_outbox import RedisOutbox
+from celery_defer.redis_clients import StoreClient, connect
 from celery_defer.redis_clock import LOCAL_CLOCK, RedisClock
-from celery_defer.redis_io import StoreClient, connect
 from celery_defer.settings import Settings, settings_for
 from celery_defer.stats import Counters
 

@@ -17,7 +17,7 @@ from celery_defer.cli.catalog import guard_settings
 from celery_defer.cli.outbox_state import redis_now_ms
 from celery_defer.config.flow_keys import GuardSpec
 from celery_defer.keys import avg_key, keyed_limit, line_key, seen_key, waiters_key
-from celery_defer.redis_io import reaching
+from celery_defer.redis_clients import reaching
 from celery_defer.store import Store
 
 #: A hashed key value, as ``hash_key_value`` makes it (blake2b, 12 bytes, hex).

@@ -10,7 +10,7 @@ import heapq
 from dataclasses import dataclass
 from typing import cast
 
-from celery_defer.redis_io import reaching
+from celery_defer.redis_clients import reaching
 from celery_defer.store import Store
 
 

@@ -29,8 +29,9 @@ from celery_defer.background import background
 from celery_defer.deferred.done_markers import DoneMarkers, generation_mismatch, outcome_code, outcome_of
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.lease_keeper import default_keeper
+from celery_defer.redis_clients import StoreClient
 from celery_defer.redis_clock import RedisClock
-from celery_defer.redis_io import Scripts, StoreClient, batched
+from celery_defer.redis_io import Scripts, batched
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from celery_defer.limits.backend import (
     SingletonMode,
     SingletonResult,
 )
-from celery_defer.redis_io import Scripts, StoreClient, reaching
+from celery_defer.redis_clients import StoreClient, reaching
+from celery_defer.redis_io import Scripts
 
 _SCRIPTS = (
     "concurrency_acquire",
@@ -77,7 +78,7 @@ class RedisLimitBackend(LimitBackend):
 
     Args:
         client: a ``redis.Redis`` or ``RedisCluster`` client made with ``decode_responses=True``
-            (as :func:`celery_defer.redis_io.connect` makes them).
+            (as :func:`celery_defer.redis_clients.connect` makes them).
 
     Raises:
         StoreUnavailableError: from every operation, when Redis fails.

@@ -4,8 +4,9 @@ kombu's Redis transport turns a publish into one ``LPUSH`` of a JSON envelope
 (the message, its body base64-encoded) on the queue's list, or on
 ``<queue>\\x06\\x16<step>`` for a priority step, each a round trip of its own.
 Here every message of the run is the envelope kombu would push
-(``redis_envelope``), and all go in one non-transactional pipeline: one
-``LPUSH`` per list, its messages in call order. A stock worker cannot tell
+(``redis_envelope``), and all go in one non-transactional pipeline, written to
+the socket at once (``redis_wire``): one ``LPUSH`` per list, its messages in
+call order. A stock worker cannot tell
 them from ``send_task``'s (``tests/integration/test_batch_publish.py``).
 
 Per-command replies tell which pushes landed (an ``LPUSH`` of many values is
@@ -28,6 +29,7 @@ from kombu.utils.json import dumps
 from celery_defer.errors import PublishError
 from celery_defer.outbox.redis_envelope import EnvelopeTemplate, envelope
 from celery_defer.outbox.task_message import TaskMessage, announce_sent
+from celery_defer.redis_wire import send_in_one_write
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +87,13 @@ def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
         else:
             pushes.append((key, [message], [text]))
     expires: dict[str, int] = getattr(channel, "_expires", None) or {}
-    with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-        for key, _, values in pushes:
-            pipe.lpush(key, *values)
-        for queue_name in {group[0].routing_key for _, group, _ in pushes} & expires.keys():
-            for step in channel.priority_steps:
-                pipe.pexpire(channel._q_for_pri(queue_name, step), expires[queue_name])
+    commands: list[list[Any]] = [["LPUSH", key, *values] for key, _, values in pushes]
+    for queue_name in {group[0].routing_key for _, group, _ in pushes} & expires.keys():
+        for step in channel.priority_steps:
+            commands.append(["PEXPIRE", channel._q_for_pri(queue_name, step), expires[queue_name]])
+    with channel.conn_or_acquire() as client:
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies = _execute(client, commands)
         except Exception as exc:
             raise PublishError(f"the pipeline of {len(messages)} messages failed: {exc}", sent=[]) from exc
     sent: list[str] = []
@@ -107,3 +108,13 @@ def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
         raise PublishError(
             f"{len(batch) - len(sent)} of {len(batch)} messages were refused: {first_error}", sent=sent
         ) from first_error
+
+
+def _execute(client: Any, commands: list[list[Any]]) -> list[Any]:
+    if getattr(client, "global_keyprefix", ""):
+        # kombu's prefixing client puts the prefix on keys in its own pipeline.
+        with client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute(raise_on_error=False))
+    return send_in_one_write(client, commands)

@@ -9,6 +9,7 @@ and the defer id: every copy of the message carries the same one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -18,6 +19,13 @@ from celery_defer.outbox.routing import Route
 
 #: Namespace of deterministic deferred run ids (uuid5 of parent run id and defer id).
 _RUN_ID_NAMESPACE = uuid.UUID("5d1f7f0e-4d0b-4a43-9a77-2f5c4f0d6c1e")
+_NAMESPACE_BYTES = _RUN_ID_NAMESPACE.bytes
+#: A JSON string literal, as ``json.dumps`` writes one.
+_quote = json.encoder.encode_basestring_ascii
+
+
+def _nullable(text: str | None) -> str:
+    return "null" if text is None else _quote(text)
 
 
 def deferred_run_id(parent_run_id: str, defer_id: str) -> str:
@@ -26,7 +34,13 @@ def deferred_run_id(parent_run_id: str, defer_id: str) -> str:
     The id depends only on the parent run and the defer id, so every copy of the
     message, however it was sent, carries the same id.
     """
-    return str(uuid.uuid5(_RUN_ID_NAMESPACE, f"{parent_run_id}\x00{defer_id}"))
+    # uuid.uuid5, without its UUID object: a parent with many defers computes one per record.
+    name = f"{parent_run_id}\x00{defer_id}".encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class ParentRef(NamedTuple):
@@ -78,22 +92,19 @@ class DeferRecord(NamedTuple):
         JSON text never holds a raw newline, so the newline splits the two
         parts, and the payload is spliced in as it is rather than re-encoded.
         """
-        doc: dict[str, Any] = {
-            "id": self.defer_id,
-            "task": self.task_name,
-            "fn": self.function_id,
-            "ts": self.ts_ns,
-            "run": self.parent.run_id,
-            "root": self.parent.root_id,
-            "ptask": self.parent.task_name,
-            "q": self.queue,
-            "p": self.priority,
-        }
+        # The head is compact JSON, written field by field (strings quoted by
+        # json's own C function): a run's records are encoded in one go.
+        priority = "null" if self.priority is None else int(self.priority)
+        head = (
+            f'{{"id":{_quote(self.defer_id)},"task":{_quote(self.task_name)},"fn":{_quote(self.function_id)},'
+            f'"ts":{int(self.ts_ns)},"run":{_quote(self.parent.run_id)},"root":{_quote(self.parent.root_id)},'
+            f'"ptask":{_quote(self.parent.task_name)},"q":{_nullable(self.queue)},"p":{priority}'
+        )
         if self.exchange is not None:
-            doc["x"] = self.exchange
+            head += f',"x":{_quote(self.exchange)}'
         if self.routing_key is not None:
-            doc["rk"] = self.routing_key
-        head = json.dumps(doc, separators=(",", ":"))
+            head += f',"rk":{_quote(self.routing_key)}'
+        head += "}"
         return f"{head}\n{self.data_json}"
 
     @classmethod

@@ -20,6 +20,9 @@ from kombu.utils.json import dumps
 
 from celery_defer.outbox.task_message import TaskMessage
 
+#: A JSON string literal, as ``json.dumps`` writes one (ASCII only), without its per-call set-up.
+_quote = json.encoder.encode_basestring_ascii
+
 #: The fields that differ from one message of a function to the next.
 _FIELDS = ("body", "id", "root_id", "parent_id", "kwargsrepr", "correlation_id", "delivery_tag")
 _MARKERS = {field: f"\x00celery-defer:{field}\x00" for field in _FIELDS}
@@ -87,6 +90,9 @@ class EnvelopeTemplate:
         parts: list[str] = []
         for piece, field in zip(self._pieces, self._order, strict=True):
             parts.append(piece)
-            parts.append(json.dumps(values[field]))
+            value = values[field]
+            # All are str (then json.dumps writes exactly _quote's literal), but a
+            # receiver of before_task_publish may have put something else in a header.
+            parts.append(_quote(value) if type(value) is str else dumps(value))
         parts.append(self._tail)
         return "".join(parts)

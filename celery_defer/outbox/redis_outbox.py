@@ -16,13 +16,16 @@ from typing import Any, cast
 
 from celery_defer import keys
 from celery_defer.outbox.record import DeferRecord, decode_outbox
+from celery_defer.redis_clients import StoreClient, reaching
 from celery_defer.redis_clock import RedisClock
-from celery_defer.redis_io import Scripts, StoreClient, reaching
+from celery_defer.redis_io import Scripts
 from celery_defer.settings import Settings
 
 #: How long after a run finalizes its defers wait for the finalizing hook before
 #: a recovery pass may send them instead.
 DISPATCH_GRACE_MS = 5_000
+
+_TS = DeferRecord._fields.index("ts_ns")
 
 _SCRIPTS = ("record", "finalize", "complete", "attempt_begin", "attempt_renew")
 
@@ -94,7 +97,11 @@ class RedisOutbox:
         # defer() stamps its records with the local clock (no I/O at the call);
         # they are kept in Redis time, which every host that compares them shares.
         offset_ns = self.clock.offset_ns() if records else 0
-        kept = [record._replace(ts_ns=record.ts_ns + offset_ns) for record in records]
+        # (NamedTuple._replace builds a dict per record; this is the same tuple, made directly.)
+        kept = [
+            DeferRecord._make((*record[:_TS], record.ts_ns + offset_ns, *record[_TS + 1 :]))
+            for record in records
+        ]
         for record in kept:
             argv += (record.defer_id, record.encode())
         values = self._script(

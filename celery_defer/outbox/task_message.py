@@ -12,27 +12,38 @@ id as task id, the parent's ``parent_id``/``root_id``.
 ``argsrepr``/``kwargsrepr`` (what Flower shows as arguments) are the message's
 JSON text cut to Celery's size limits rather than ``saferepr`` of the objects:
 the same document, at a fraction of the cost.
+
+The keyword arguments' JSON is written from a template of kombu's layout
+(``_kwargs_text``) rather than by encoding the whole dict: only the data is
+encoded, by one encoder made once. It is the text ``kombu.utils.json.dumps``
+makes of ``build_message``'s dict (``tests/unit/test_task_message_text.py``).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 from celery import Celery, signals
-from kombu.serialization import dumps
+from kombu.serialization import dumps, registry
+from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
-from celery_defer.deferred.message import build_message
+from celery_defer.deferred.message import event_name
 from celery_defer.outbox.record import DeferRecord
 
 #: What Flower shows for the (empty) positional arguments, as Celery's saferepr writes it.
 _NO_ARGS_REPR = "()"
 _EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _EMPTY_EMBED_JSON = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
+#: kombu's JSON for values ``json.loads`` returns: default separators, ASCII only.
+_KOMBU_JSON = json.JSONEncoder()
+#: A JSON string literal, as ``json.dumps`` writes one (ASCII only).
+_quote = json.encoder.encode_basestring_ascii
 
 
 class TaskMessage(NamedTuple):
@@ -96,17 +107,51 @@ def build_task_messages(
     if routes is None or len(routes) > _MAX_ROUTES:
         routes = _routes_of[app] = {}
     here = (os.getpid(), app.thread_oid)
+    codec = registry._encoders.get("json")
+    stock = codec is not None and codec.encoder is kombu_json.dumps  # else someone's own json serializer
     messages = []
     for record in records:
-        kwargs = build_message(record, enqueued_ms=enqueued_ms)
+        kwargs, kwargs_text = _kwargs(record, enqueued_ms)
+        if not stock:
+            kwargs_text = str(bytes_to_str(dumps(kwargs, serializer="json")[2]))
         key = (record.task_name, record.route, record.priority, *here)
         route = None if per_record else routes.get(key)
         if route is None:
             route = _route(app, record, kwargs)
             if not per_record:
                 routes[key] = route
-        messages.append(_message(app, record, kwargs, route))
+        messages.append(_message(app, record, kwargs, kwargs_text, route))
     return messages
+
+
+def _kwargs(record: DeferRecord, enqueued_ms: int) -> tuple[dict[str, Any], str]:
+    """``build_message``'s dict for ``record``, and the JSON kombu makes of it."""
+    run_id = record.run_id
+    name = event_name(record.function_id)
+    data = json.loads(record.data_json)
+    kwargs: dict[str, Any] = {
+        "event": {
+            "name": name,
+            "id": run_id,
+            "ts": record.ts_ms,
+            "seq": record.ts_ns,
+            "data": data,
+        },
+        "parent": {
+            "run_id": record.parent.run_id,
+            "task_name": record.parent.task_name,
+            "defer_id": record.defer_id,
+        },
+        "enqueued_ms": enqueued_ms,
+    }
+    text = (
+        f'{{"event": {{"name": {_quote(name)}, "id": {_quote(run_id)}, '
+        f'"ts": {int(record.ts_ms)}, "seq": {int(record.ts_ns)}, "data": {_KOMBU_JSON.encode(data)}}}, '
+        f'"parent": {{"run_id": {_quote(record.parent.run_id)}, '
+        f'"task_name": {_quote(record.parent.task_name)}, "defer_id": {_quote(record.defer_id)}}}, '
+        f'"enqueued_ms": {int(enqueued_ms)}}}'
+    )
+    return kwargs, text
 
 
 def _route(app: Celery, record: DeferRecord, kwargs: dict[str, Any]) -> _Route:
@@ -152,10 +197,10 @@ def _route(app: Celery, record: DeferRecord, kwargs: dict[str, Any]) -> _Route:
     )
 
 
-def _message(app: Celery, record: DeferRecord, kwargs: dict[str, Any], route: _Route) -> TaskMessage:
+def _message(
+    app: Celery, record: DeferRecord, kwargs: dict[str, Any], kwargs_text: str, route: _Route
+) -> TaskMessage:
     run_id: str = kwargs["event"]["id"]
-    content_type, content_encoding, kwargs_json = dumps(kwargs, serializer="json")
-    kwargs_text = str(bytes_to_str(kwargs_json))
     maxsize = app.amqp.kwargsrepr_maxsize
     headers = {
         **route.headers,
@@ -183,8 +228,8 @@ def _message(app: Celery, record: DeferRecord, kwargs: dict[str, Any], route: _R
         task_name=record.task_name,
         # kombu's JSON of the body tuple, with the kwargs' JSON (already made) spliced in.
         body=f"[[], {kwargs_text}, {_EMPTY_EMBED_JSON}]",
-        content_type=content_type,
-        content_encoding=content_encoding,
+        content_type=registry._encoders["json"].content_type,
+        content_encoding=registry._encoders["json"].content_encoding,
         headers=headers,
         properties=properties,
         priority=route.priority,

@@ -18,7 +18,8 @@ from celery import Celery
 
 from celery_defer import keys
 from celery_defer.outbox.record import DeferRecord
-from celery_defer.redis_io import Scripts, StoreClient, reaching
+from celery_defer.redis_clients import StoreClient, reaching
+from celery_defer.redis_io import Scripts
 from celery_defer.store import Store, store_for
 
 logger = logging.getLogger(__name__)

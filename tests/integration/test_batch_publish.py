@@ -188,6 +188,35 @@ def test_a_partly_refused_batch_leaves_exactly_the_refused_due_and_recovery_send
     wait_for(lambda: outbox.pending_records(result.id) == [])
 
 
+def test_a_push_refused_after_its_queue_was_declared_leaves_exactly_its_records_due(
+    start_worker, app_module, seen, redis_url
+):
+    """The queue is declared (cached on the connection); then its list's LPUSH fails.
+
+    The declare cannot catch it: only the push's own reply, read in its place
+    among the batch's replies, tells which records were sent and may be cleared.
+    """
+    broker = redis.Redis.from_url(f"{redis_url}/0")
+    blocked = f"{app_module.queue('parked')}{PRIORITY_SEP}3"
+    outbox = store_for(app_module.app).outbox
+    start_worker(queues="celery", concurrency=1)  # one process, one producer connection
+    first = app_module.parent.delay({"parked": {"p0": {}}})
+    wait_for(lambda: broker.llen(blocked) == 1 and outbox.pending_records(first.id) == [])
+    broker.rename(blocked, "stash")
+    broker.set(blocked, "not a list")
+    second = app_module.parent.delay({"defers": {"a": {}, "b": {}}, "parked": {"p1": {}, "p2": {}}})
+    wait_for(lambda: len(seen("finished")) == 2)
+    assert sorted(record.defer_id for record in outbox.pending_records(second.id)) == ["p1", "p2"]
+
+    broker.delete(blocked)
+    broker.rename("stash", blocked)
+    start_worker(queues="parked")  # the first worker's recovery pass sends them here
+    wait_for(lambda: len(seen("finished")) == 5, timeout_s=40)
+    time.sleep(3)  # a second copy of anything would have run by now
+    assert sorted(run["defer_id"] for run in seen("run")) == ["a", "b", "p0", "p1", "p2"]
+    wait_for(lambda: outbox.pending_records(second.id) == [])
+
+
 @pytest.fixture
 def rabbitmq() -> Iterator[Connection]:
     conn = Connection(AMQP_URL, connect_timeout=3)

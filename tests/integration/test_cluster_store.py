@@ -174,3 +174,12 @@ def test_the_pending_view_reads_every_shard(store: Store) -> None:
     assert state.pending_total == len(RUNS)
     assert len(state.pending) == 5
     assert [run.due_in_s for run in state.pending] == sorted(run.due_in_s for run in state.pending)
+
+
+def test_a_run_with_many_defers_records_and_finalizes_on_the_cluster(store: Store) -> None:
+    # Large script calls go out in one socket write on a single server; a cluster
+    # client has no single connection and must take its own path.
+    records = [record("run-many", f"d{index}") for index in range(200)]
+    assert store.outbox.record("run-many", records[:100], final=False) == []
+    finalized = store.outbox.record("run-many", records[100:], final=True)
+    assert sorted(r.defer_id for r in finalized) == sorted(r.defer_id for r in records)

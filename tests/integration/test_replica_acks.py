@@ -12,7 +12,8 @@ import redis
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.keys import KeySpace
 from celery_defer.outbox.redis_outbox import RedisOutbox
-from celery_defer.redis_io import Scripts, batched, connect
+from celery_defer.redis_clients import connect
+from celery_defer.redis_io import Scripts, batched
 from celery_defer.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from celery_defer import ConfigurationError
 from celery_defer.embedded_redis import free_port
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.keys import SHARDS, KeySpace, keyed_limit, waiters_key
-from celery_defer.redis_io import connect
+from celery_defer.redis_clients import connect
 from celery_defer.redis_urls import ClusterUrl, is_cluster_url, parse_cluster_url
 from celery_defer.settings import read_settings
 

@@ -47,3 +47,30 @@ def test_message_carries_event_and_parent():
         "defer_id": "send",
     }
     json.dumps(kwargs)  # JSON only, nothing else
+
+
+def test_record_head_is_the_compact_json_of_its_fields():
+    awkward = 'a "q" \\ é \u2603 \U0001f600 \x01'
+    for record in (
+        make("send"),
+        DeferRecord(awkward, awkward, awkward, "{}", 1, ParentRef(awkward, awkward, awkward), None, None),
+        DeferRecord("d", "t", "f", "{}", 2, PARENT, "q", 0, exchange=awkward, routing_key="rk.1"),
+    ):
+        head, _, _ = record.encode().partition("\n")
+        doc = {
+            "id": record.defer_id,
+            "task": record.task_name,
+            "fn": record.function_id,
+            "ts": record.ts_ns,
+            "run": record.parent.run_id,
+            "root": record.parent.root_id,
+            "ptask": record.parent.task_name,
+            "q": record.queue,
+            "p": record.priority,
+        }
+        if record.exchange is not None:
+            doc["x"] = record.exchange
+        if record.routing_key is not None:
+            doc["rk"] = record.routing_key
+        assert head == json.dumps(doc, separators=(",", ":"))
+        assert DeferRecord.decode(record.encode()) == record

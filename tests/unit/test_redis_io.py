@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from celery_defer.errors import StoreUnavailableError
-from celery_defer.redis_io import lua_source, reaching
+from celery_defer.redis_clients import reaching
+from celery_defer.redis_io import lua_source
 
 
 def all_scripts() -> list[str]:

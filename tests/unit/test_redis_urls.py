@@ -6,7 +6,7 @@ import pytest
 from celery import Celery
 
 from celery_defer.errors import ConfigurationError
-from celery_defer.redis_io import StateClient, connect
+from celery_defer.redis_clients import StateClient, connect
 from celery_defer.redis_urls import ReplicaAcks, parse_sentinel_url, replica_acks
 from celery_defer.settings import read_settings
 
