@@ -53,7 +53,7 @@ def recover_once(app: Celery) -> list[DeferRecord]:
             logger.warning(
                 "recovering run %s: sending %d deferred runs its worker left unsent", run_id, len(records)
             )
-            # Same path as after_return.
+            # Same path as a run that finalizes in its worker (DeferTask._send_finalized).
             if not dispatch(app, run_id, records, eager=False):
                 outbox.due_again(run_ids[index:])
                 return sent

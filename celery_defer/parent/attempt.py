@@ -1,10 +1,16 @@
 """A parent run's defers through its life: recorded as attempts end, sent when it finalizes.
 
 Durability rests on one ordering: an attempt's defers are written to Redis the
-moment its body returns or raises, before Celery stores the result, and the
-run is marked finalized in the same atomic step. Dispatch happens afterwards
-(from ``after_return``), and a worker that dies in between leaves a finalized
-outbox that any worker's recovery pass sends.
+moment its body returns or raises, and the run is marked finalized in the same
+atomic step. Dispatch follows straight away, still in ``DeferTask.__call__``;
+a worker that dies in between leaves a finalized outbox that any worker's
+recovery pass sends, and a copy sent twice is acknowledged unrun by its claim.
+
+Sending before Celery stores the result is what Celery itself does with
+``link`` callbacks (``celery/app/trace.py`` in 5.4 and 5.7: callbacks, then
+``mark_as_done``), and it saves the deferred runs the result store's round
+trip. The price: a deferred run may start before its parent's result can be
+read, as a ``link`` callback may.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
@@ -113,36 +118,20 @@ def end_attempt(capture: RunCapture, *, final: bool, next_attempt_in_s: float = 
     return records
 
 
-@dataclass(frozen=True, slots=True)
-class Finalization:
-    """A finalized run's records, left by ``__call__`` for ``after_return`` to send.
-
-    Celery stores the result between the two hooks; sending after it keeps a
-    deferred run from starting before its parent's result can be read.
-    """
-
-    run_id: str
-    records: list[DeferRecord]
-    eager: bool
+_finalized_here: ContextVar[str | None] = ContextVar("celery_defer_finalized_here", default=None)
 
 
-_awaiting_after_return: ContextVar[Finalization | None] = ContextVar(
-    "celery_defer_awaiting_after_return", default=None
-)
+def mark_finalized(run_id: str) -> None:
+    """Note that ``__call__`` finalized run ``run_id``, for the ``after_return`` that follows."""
+    _finalized_here.set(run_id)
 
 
-def leave_for_after_return(finalization: Finalization) -> None:
-    """Hand a finalized run to the ``after_return`` that Celery calls next in this context."""
-    _awaiting_after_return.set(finalization)
-
-
-def take_for_after_return(run_id: str) -> Finalization | None:
-    """Take what ``__call__`` left for run ``run_id``; ``None`` when it left nothing."""
-    finalization = _awaiting_after_return.get()
-    if finalization is None or finalization.run_id != run_id:
-        return None
-    _awaiting_after_return.set(None)
-    return finalization
+def take_finalized(run_id: str) -> bool:
+    """Whether ``__call__`` finalized run ``run_id`` in this context (and forget it)."""
+    if _finalized_here.get() != run_id:
+        return False
+    _finalized_here.set(None)
+    return True
 
 
 def _keep_trying(capture: RunCapture, *, final: bool, next_attempt_in_s: float, error: Exception) -> None:

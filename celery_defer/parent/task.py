@@ -12,22 +12,20 @@ from celery.exceptions import Ignore, Reject, Retry, TimeLimitExceeded
 
 from celery_defer.errors import Requeued, StepResultError
 from celery_defer.outbox.dispatch import dispatch, finalize_in_background
+from celery_defer.outbox.record import DeferRecord
 from celery_defer.parent.attempt import (
-    Finalization,
     begin_attempt,
     close_attempt,
     end_attempt,
     hand_over,
-    leave_for_after_return,
-    take_for_after_return,
+    mark_finalized,
+    take_finalized,
 )
 from celery_defer.parent.capture import RunCapture, current_capture
 from celery_defer.parent.worker_signals import install
 from celery_defer.steps.current import current_steps, open_steps
 
 logger = logging.getLogger(__name__)
-
-_FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE})
 
 
 def _inside_own_run(run_id: str) -> bool:
@@ -44,7 +42,9 @@ class DeferTask(Task):  # type: ignore[misc]
     Use it as the app's ``task_cls`` or per task with ``@app.task(base=DeferTask)``.
     Each attempt's defers are recorded in Redis as its body returns or raises; when
     the run finalizes (success, final failure, revoke, time limit) they become
-    deferred runs. Subclasses that override ``after_return`` must call ``super()``.
+    deferred runs, sent right after the record as Celery sends ``link`` callbacks:
+    before the parent's result is stored. Subclasses that override
+    ``after_return`` must call ``super()``.
     """
 
     abstract = True
@@ -71,15 +71,14 @@ class DeferTask(Task):  # type: ignore[misc]
             self._end_attempt(request, capture, final=False)
             raise
         except Reject as exc:
-            self._end_attempt(request, capture, final=not exc.requeue, now=not exc.requeue)
+            self._end_attempt(request, capture, final=not exc.requeue)
             raise
         except Ignore:
-            # replace() or a plain Ignore: no hook follows, so the run ends here.
-            self._end_attempt(request, capture, final=True, now=True)
+            # replace() or a plain Ignore: the run ends here.
+            self._end_attempt(request, capture, final=True)
             raise
         except Exception:
-            # Eager callers may re-raise before after_return: send right away.
-            self._end_attempt(request, capture, final=True, now=capture.eager)
+            self._end_attempt(request, capture, final=True)
             raise
         except BaseException:
             # Terminated mid-attempt (revoke with terminate, a signal): the body never
@@ -92,7 +91,7 @@ class DeferTask(Task):  # type: ignore[misc]
                 )
             raise
         else:
-            self._end_attempt(request, capture, final=True, now=capture.eager)
+            self._end_attempt(request, capture, final=True)
             return result
         finally:
             steps.close()
@@ -166,14 +165,20 @@ class DeferTask(Task):  # type: ignore[misc]
         hand_over(current_capture.get(), self.request, next_attempt_in_s=back_in_s)
         raise Requeued(reason)
 
-    def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool, now: bool = False) -> None:
+    def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool) -> None:
         records = end_attempt(capture, final=final)
         if capture.saved and capture.when_saved is not None:
             capture.when_saved()
-        if now:
-            dispatch(self.app, capture.parent.run_id, records, eager=capture.eager)
-        elif final:
-            leave_for_after_return(Finalization(capture.parent.run_id, records, capture.eager))
+        if final:
+            # Sent as soon as they are durable, before Celery stores the result:
+            # where Celery sends a ``link`` callback (see the module docstring of
+            # parent/attempt.py for why this keeps every guarantee).
+            self._send_finalized(capture.parent.run_id, records, eager=capture.eager)
+            mark_finalized(capture.parent.run_id)
+
+    def _send_finalized(self, run_id: str, records: list[DeferRecord], *, eager: bool) -> None:
+        """Start the deferred runs of a run that finalized in this attempt."""
+        dispatch(self.app, run_id, records, eager=eager)
 
     def after_return(
         self,
@@ -185,17 +190,14 @@ class DeferTask(Task):  # type: ignore[misc]
         einfo: Any,
     ) -> None:
         super().after_return(status, retval, task_id, args, kwargs, einfo)
-        finalization = take_for_after_return(task_id)
-        if finalization is None:
-            # An eager attempt that returned was dispatched by __call__ already, and
-            # an eager run cannot be killed: nothing is left to read, in Redis least of all.
-            if status == states.FAILURE and not self.request.is_eager and not self._requeued_on_timeout():
-                # Celery calls this from the worker's main process after a hard
-                # time limit killed the attempt: nothing of it was recorded.
-                finalize_in_background(self.app, task_id)
+        if take_finalized(task_id) or self.request.is_eager:
+            # Finalized and sent by __call__ already; an eager run cannot be killed.
             return
-        if status in _FINAL_STATES:
-            dispatch(self.app, task_id, finalization.records, eager=finalization.eager)
+        if status == states.FAILURE and not self._requeued_on_timeout():
+            # Celery calls this from the worker's main process after a hard time
+            # limit killed the attempt: nothing of it was recorded, and what
+            # earlier attempts recorded is sent from here.
+            finalize_in_background(self.app, task_id)
 
     def finalize_interrupted(self, run_id: str, exc: BaseException | None) -> None:
         """Finalize a run whose attempt never returned (revoke, kill, hard time limit).

@@ -24,6 +24,8 @@ EXPECTED = {
     ("after_body", True): {"early", "late"},
     ("after_dispatch", False): {"early", "late"},
     ("after_dispatch", True): {"early", "late"},
+    ("after_result", False): {"early", "late"},
+    ("after_result", True): {"early", "late"},
     # The retry was never sent: without acks_late the run ends with what attempt 0 recorded;
     # with it the broker gives attempt 0 back, and the run goes on to its end.
     ("before_retry_sent", False): {"early"},
@@ -36,7 +38,9 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("acks_late", [False, True], ids=["acks_early", "acks_late"])
-@pytest.mark.parametrize("point", ["after_body", "after_dispatch", "before_retry_sent", "mid_attempt"])
+@pytest.mark.parametrize(
+    "point", ["after_body", "after_dispatch", "after_result", "before_retry_sent", "mid_attempt"]
+)
 def test_each_recorded_defer_runs_once_whatever_the_kill_point(
     start_worker, app_module, seen, point, acks_late
 ):

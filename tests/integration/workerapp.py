@@ -227,13 +227,13 @@ def parent_soft_limit(self: DeferTask) -> None:
 
 
 class KillAfterBody(DeferTask):
-    """Kills its whole worker once, after the body returned and before dispatch."""
+    """Kills its whole worker once, after the body returned (its defers recorded) and before dispatch."""
 
-    def after_return(self, *args: Any, **kwargs: Any) -> None:
+    def _send_finalized(self, *args: Any, **kwargs: Any) -> None:
         if _state.set("killed-once", 1, nx=True):
             seen("killing", pid=os.getpid())
             os.killpg(os.getpgid(0), signal.SIGKILL)
-        super().after_return(*args, **kwargs)
+        super()._send_finalized(*args, **kwargs)
 
 
 @app.task(bind=True, base=KillAfterBody)
@@ -266,6 +266,7 @@ class KillAt(DeferTask):
 
     ``after_body``: the body returned, its defers recorded, not yet sent;
     ``after_dispatch``: its deferred runs sent, the result not yet stored;
+    ``after_result``: its deferred runs sent and its result stored;
     ``before_retry_sent``: attempt 0 recorded its defers for a retry not yet sent;
     ``mid_attempt``: attempt 1 (of a run whose attempt 0 recorded) is running.
     """
@@ -280,10 +281,14 @@ class KillAt(DeferTask):
         self.kill_once("before_retry_sent")
         return super().apply_async(*args, **kwargs)
 
-    def after_return(self, *args: Any, **kwargs: Any) -> None:
+    def _send_finalized(self, *args: Any, **kwargs: Any) -> None:
         self.kill_once("after_body")
-        super().after_return(*args, **kwargs)
+        super()._send_finalized(*args, **kwargs)
         self.kill_once("after_dispatch")
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        self.kill_once("after_result")
+        super().after_return(*args, **kwargs)
 
 
 @app.task(bind=True, base=KillAt)
