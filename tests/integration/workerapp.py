@@ -143,6 +143,13 @@ def record_run(ctx: Any) -> None:
 
 
 recorder = create_defer(app, {"id": "recorder", "retries": 2}, record_run)
+#: The kill matrix's deferred runs, on a queue the worker it kills does not consume:
+#: kombu's Redis transport pops a message before it notes it unacked, so a worker
+#: SIGKILLed between the two loses what it just popped (celery/celery#7950), a
+#: broker loss outside what this library promises (SPEC 8.1: enqueued).
+kill_recorder = create_defer(
+    app, {"id": "kill-recorder", "retries": 2, "queue": queue("kill-children")}, record_run
+)
 parked = create_defer(app, {"id": "parked", "queue": queue("parked"), "priority": {"run": 3}}, record_run)
 
 
@@ -295,14 +302,14 @@ class KillAt(DeferTask):
 def parent_kill_at(self: KillAt, point: str) -> None:
     """Every attempt defers "early"; the last one also "late"; attempt 0 retries for two points."""
     attempt = self.request.retries
-    defer("early", function=recorder, data={"attempt": attempt})
+    defer("early", function=kill_recorder, data={"attempt": attempt})
     seen("parent", run_id=self.request.id, attempt=attempt)
     if attempt == 0 and point in ("before_retry_sent", "mid_attempt"):
         raise self.retry(countdown=0.05)
     if point == "mid_attempt":
         time.sleep(2)
         self.kill_once("mid_attempt")
-    defer("late", function=recorder, data={"attempt": attempt})
+    defer("late", function=kill_recorder, data={"attempt": attempt})
 
 
 @app.task(bind=True, time_limit=1.5)
