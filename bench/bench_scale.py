@@ -20,16 +20,15 @@ broker on the other, so the state store's counters hold the library's traffic on
    (``used_cpu_user + used_cpu_sys`` delta): runs per Redis-CPU-second, what one
    core sustains. Raw runs/s is printed too; ``PING`` is the baseline.
 
-From (2), the estimate for a Redis Cluster of N primaries: the busiest primary
-holds ceil(64/N) of the 64 shard tags. Prints, without asserting.
+From (2), the estimate for a Redis Cluster of N primaries with equal slot ranges:
+what one core carries, times 64 over the shard tags on the busiest primary (24 of
+64 with three). Prints, without asserting.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
-import multiprocessing
 import threading
 import time
 from typing import Any
@@ -38,24 +37,25 @@ import redis
 from bench_run_cost import CountingConnection
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from scale_load import DATA, bench_app, load
+from redis.crc import key_slot
+from scale_load import DATA, bench_app, measure_load
 
 from celery_defer import create_defer, defer
 from celery_defer.embedded_redis import RedisServer
 from celery_defer.embedded_sentinel import SentinelGroup
+from celery_defer.keys import SHARDS as SHARD_TAGS
+from celery_defer.keys import KeySpace
 from celery_defer.outbox.publish import publish
 from celery_defer.outbox.record import DeferRecord, ParentRef
 from celery_defer.store import store_for
 
 WIRE = ("total_net_input_bytes", "total_net_output_bytes", "total_commands_processed")
-SHARD_TAGS = 64
 
 
 def snapshot(client: redis.Redis) -> dict[str, float]:
-    """Wire, command and memory counters of the server, and its CPU seconds."""
+    """Wire and command counters of the server."""
     info = client.info()
     figures = {name: float(info[name]) for name in WIRE}
-    figures["cpu"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
     return figures
 
 
@@ -139,36 +139,6 @@ def measure_costs(state_url: str, broker_url: str, runs: int) -> dict[str, dict[
     return results
 
 
-def measure_load(
-    kind: str,
-    defers: int,
-    urls: tuple[str, str, dict[str, Any] | None],
-    info_url: str,
-    procs: int,
-    seconds: float,
-) -> tuple[float, float]:
-    """Part 2: (runs/s, runs per Redis-CPU-second of ``info_url``) of ``procs`` processes doing ``kind``."""
-    context = multiprocessing.get_context("fork")
-    go, stop, done = context.Event(), context.Event(), context.Queue()
-    workers = [context.Process(target=load, args=(kind, defers, urls, go, stop, done)) for _ in range(procs)]
-    for worker in workers:
-        worker.start()
-    client = redis.Redis.from_url(info_url)
-    time.sleep(1.5)  # imports done, warm-up calls made
-    before = snapshot(client)
-    start = time.perf_counter()
-    go.set()
-    time.sleep(seconds)
-    stop.set()
-    runs = sum(done.get(timeout=60) for _ in workers)
-    elapsed, used = time.perf_counter() - start, delta(before, snapshot(client))
-    for worker in workers:
-        worker.join()
-    client.flushdb()
-    redis.Redis.from_url(urls[1]).flushdb()
-    return runs / elapsed, runs / used["cpu"]
-
-
 def print_costs(costs: dict[str, dict[str, float]], runs: int) -> None:
     print(f"1. Redis cost per run on the state store, {runs} runs each, real worker (solo pool)")
     head = ["round trips", "client commands", "total_commands_processed", "total_net_input_bytes"]
@@ -210,6 +180,15 @@ def sentinel_loads(broker_url: str, procs: int, seconds: float) -> dict[str, tup
         }
 
 
+def busiest_share(primaries: int, prefix: str = "celery_defer") -> int:
+    """Shard tags on the busiest of ``primaries`` holding equal slot ranges (as ``--cluster create``)."""
+    counts = [0] * primaries
+    for shard in KeySpace.shards():
+        slot = key_slot(KeySpace(prefix).tag(shard).encode())
+        counts[min(slot * primaries // 16384, primaries - 1)] += 1
+    return max(counts)
+
+
 def print_loads(figures: dict[str, tuple[float, float]], procs: int, seconds: float) -> None:
     ping = figures["PING (baseline)"][1]
     print(f"2. Throughput, {procs} processes x {seconds:g} s each; per Redis CPU-s = what one core sustains")
@@ -217,16 +196,16 @@ def print_loads(figures: dict[str, tuple[float, float]], procs: int, seconds: fl
     for name, (raw, per_cpu) in figures.items():
         print(f"{name:<38}{raw:>9.0f}{per_cpu:>17.0f}{per_cpu / ping:>8.3f}")
     print("\n3. Deferred runs/s estimated on a Redis Cluster of N primaries (from per Redis CPU-s;")
-    print("   the busiest primary holds ceil(64/N) of the 64 shard tags)")
+    print("   linear in primaries, but the busiest primary holds more than 64/N of the shard tags)")
     shards = (1, 3, 6, 12)
-    print(f"{'load':<38}" + "".join(f"{f'N={n}':>9}" for n in shards))
+    print(f"{'busiest primary: shard tags of 64':<38}" + "".join(f"{busiest_share(n):>9}" for n in shards))
     for name, children in (
         ("deferred run, unguarded", 1),
         ("parent + its 1 deferred run", 1),
         ("parent + its 5 deferred runs", 5),
     ):
         core = figures[name][1] * children
-        row = [core * SHARD_TAGS / math.ceil(SHARD_TAGS / n) for n in shards]
+        row = [core * SHARD_TAGS / busiest_share(n) for n in shards]
         print(f"{name:<38}" + "".join(f"{value:>9.0f}" for value in row))
 
 

@@ -5,19 +5,23 @@ and repeats one kind of operation, through the library's classes, until told to
 stop: the calls a worker makes for a deferred run (claim; a concurrency slot;
 finish), those a parent run makes when it finalizes (record, publish, clear the
 outbox), or a bare ``PING`` as the baseline. A real worker would also run Celery's
-own machinery; here only the Redis side is driven, so one Redis core is what
-limits, not the 2 cores' Python.
+own machinery; here only the Redis side is driven, and :func:`measure_load`
+divides the runs by the Redis server's own CPU time, since on a small host the
+clients' Python, not Redis, is what runs out first.
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
 
+import redis
 from celery import Celery
 
 from celery_defer import DeferTask, create_defer, defer
@@ -27,9 +31,10 @@ from celery_defer.parent.attempt import end_attempt
 from celery_defer.parent.capture import RunCapture, current_capture
 from celery_defer.store import Store, store_for
 
-#: What a deferred run's claim keeps to send again (the worker stores its message):
-#: a stand-in of a typical message's size.
-RESEND = '{"event": {"data": "' + "x" * 480 + '"}}'
+#: What a deferred run's claim keeps to send again (the worker stores its message),
+#: and a guard's parcel (the message again, should the run park): a stand-in sized
+#: so a run sends about the bytes a real worker's does (part 1 of bench_scale.py).
+RESEND = '{"event": {"data": "' + "x" * 1100 + '"}}'
 DATA = {"to": "someone@example.com", "subject": "Your order", "body": "Thanks! " * 8}
 LEASE_MS = 60_000
 GUARD_LIMIT = 10_000  # always a free slot: the guard's cost, not its waiting
@@ -60,7 +65,7 @@ def deferred_run(store: Store, run_id: str, holder: str, guard: str | None) -> N
     if guard is None:
         claims.finish(run_id, holder, outcome="succeeded")
         return
-    limits.lease_acquire(guard, run_id, GUARD_LIMIT, LEASE_MS, 2 * LEASE_MS)
+    limits.lease_acquire(guard, run_id, GUARD_LIMIT, LEASE_MS, 2 * LEASE_MS, parcel=RESEND)
 
     def release() -> None:
         limits.lease_release(guard, run_id, 5.0, limit=GUARD_LIMIT, lease_ms=LEASE_MS, then=lambda h: None)
@@ -124,3 +129,39 @@ def load(
         op(i)
         count += 1
     done.put(count)
+
+
+def cpu_s(client: redis.Redis) -> float:
+    """CPU seconds the Redis server has used."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def measure_load(
+    kind: str,
+    defers: int,
+    urls: tuple[str, str, dict[str, Any] | None],
+    info_url: str,
+    procs: int,
+    seconds: float,
+) -> tuple[float, float]:
+    """(runs/s, runs per Redis-CPU-second of ``info_url``) of ``procs`` processes doing ``kind``."""
+    context = multiprocessing.get_context("fork")
+    go, stop, done = context.Event(), context.Event(), context.Queue()
+    workers = [context.Process(target=load, args=(kind, defers, urls, go, stop, done)) for _ in range(procs)]
+    for worker in workers:
+        worker.start()
+    client = redis.Redis.from_url(info_url)
+    time.sleep(1.5)  # imports done, warm-up calls made
+    before = cpu_s(client)
+    start = time.perf_counter()
+    go.set()
+    time.sleep(seconds)
+    stop.set()
+    runs = sum(done.get(timeout=60) for _ in workers)
+    elapsed, used = time.perf_counter() - start, cpu_s(client) - before
+    for worker in workers:
+        worker.join()
+    client.flushdb()
+    redis.Redis.from_url(urls[1]).flushdb()
+    return runs / elapsed, runs / used
