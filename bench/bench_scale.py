@@ -31,7 +31,7 @@ import argparse
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from bench_run_cost import CountingConnection
@@ -106,7 +106,7 @@ def measure_costs(state_url: str, broker_url: str, runs: int) -> dict[str, dict[
     create_defer(app, {"id": "guarded", "concurrency": 5}, lambda ctx: ran.set())
     sink = create_defer(app, {"id": "sink", "queue": "scale-sink"}, lambda ctx: None)
 
-    @app.task(name="scale.parent", shared=False)
+    @app.task(name="scale.parent", shared=False)  # type: ignore[untyped-decorator]
     def parent(n: int) -> None:
         for i in range(n):
             defer(f"d{i}", function=sink, data=DATA)
@@ -121,8 +121,9 @@ def measure_costs(state_url: str, broker_url: str, runs: int) -> dict[str, dict[
         return send
 
     store = store_for(app)
-    store.client.connection_pool.connection_class = CountingConnection
-    store.client.connection_pool.disconnect()
+    pool = cast(redis.Redis, store.client).connection_pool  # a single Redis here
+    pool.connection_class = CountingConnection
+    pool.disconnect()
     client = redis.Redis.from_url(state_url)
     kinds = {
         "deferred run, unguarded": deferred("plain"),
