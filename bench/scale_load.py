@@ -34,7 +34,7 @@ from celery_defer.store import Store, store_for
 #: What a deferred run's claim keeps to send again (the worker stores its message),
 #: and a guard's parcel (the message again, should the run park): a stand-in sized
 #: so a run sends about the bytes a real worker's does (part 1 of bench_scale.py).
-RESEND = '{"event": {"data": "' + "x" * 1100 + '"}}'
+RESEND = '{"event": {"data": "' + "x" * 530 + '"}}'
 DATA = {"to": "someone@example.com", "subject": "Your order", "body": "Thanks! " * 8}
 LEASE_MS = 60_000
 GUARD_LIMIT = 10_000  # always a free slot: the guard's cost, not its waiting
