@@ -8,10 +8,12 @@ real Celery worker (solo pool) in this process, so its client can be counted.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import pytest
@@ -53,9 +55,30 @@ def counted_app(redis_url: str) -> Iterator[tuple[Celery, threading.Event]]:
     pool = store_for(app).client.connection_pool
     pool.connection_class = CountingConnection
     pool.disconnect()
-    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+    with (
+        logging_left_as_found(),
+        start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"),
+    ):
         time.sleep(1)  # the first recovery pass is over
         yield app, ran
+
+
+@contextmanager
+def logging_left_as_found() -> Iterator[None]:
+    """Undo the logging set-up of an in-process worker once it stops.
+
+    Celery's worker set-up takes over the root logger and stops its task loggers
+    propagating; tests that run later in this process (``caplog``) must not inherit that.
+    """
+    loggers = [logging.getLogger(name) for name in ("", "celery", "celery.task")]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def round_trips_of_one_run(app: Celery, ran: threading.Event, fn_id: str) -> list[list[str]]:
