@@ -62,10 +62,14 @@ def test_markers_are_found_across_a_generation_boundary_and_go_after_two(redis_u
     client = redis.Redis.from_url(f"{redis_url}/4", decode_responses=True)
     store = Store.build(client, Settings(redis_url=redis_url, done_ttl_s=1.0))
     claims = store.claims
+    # Generations are whole seconds here: write early in one, read early in the next
+    # (a marker is kept at least one ttl, so one read 1.05 s after a write made late
+    # in a generation may rightly find it gone).
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
     for n in range(20):
         assert claims.claim(f"run-{n}", "a", lease_ms=5000, attempt=0, resend="m").state == "ok"
         claims.finish(f"run-{n}", "a", outcome="failed" if n % 2 else "succeeded")
-    time.sleep(1.05)  # a new generation began: each marker is read from the one before
+    time.sleep(1.0 - time.time() % 1.0 + 0.05)  # the next generation began: markers come from the one before
     for n in range(20):
         found = claims.claim(f"run-{n}", "b", lease_ms=5000, attempt=0, resend="m")
         assert (found.state, found.detail) == ("done", "failed" if n % 2 else "succeeded")
