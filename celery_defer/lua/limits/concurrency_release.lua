@@ -5,6 +5,7 @@
 -- ARGV: holder, run_ms ('' when unknown), ewma alpha, avg_ttl_ms, limit, lease_ms
 -- Returns {run id, message, ...}: the parked runs handed a slot, which the caller
 -- sends; the slot is theirs for lease_ms, so no newcomer takes it meanwhile.
+--#include limits/hand_over
 local now = redis_now_ms()
 local limit = tonumber(ARGV[5])
 local lease_ms = tonumber(ARGV[6])
@@ -25,15 +26,4 @@ end
 local sent = {}
 if limit < 1 then return sent end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now))
-while limit - redis.call('ZCARD', KEYS[1]) > 0 do
-  local head = redis.call('LPOP', KEYS[5])
-  if not head then break end
-  local message = redis.call('HGET', KEYS[6], head)
-  if message then
-    redis.call('ZADD', KEYS[1], string.format('%.3f', now + lease_ms), head)
-    if redis.call('PTTL', KEYS[1]) < lease_ms then redis.call('PEXPIRE', KEYS[1], lease_ms) end
-    table.insert(sent, head)
-    table.insert(sent, message)
-  end
-end
-return sent
+return hand_over(KEYS[1], KEYS[5], KEYS[6], limit, now, lease_ms, sent)

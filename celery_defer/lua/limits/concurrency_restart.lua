@@ -7,6 +7,7 @@
 -- lease ran out): it goes back to the head of the line. Then free slots are
 -- handed to the head of the line, as a release does.
 -- Returns {runs still parked, run id, message, ...}: those to send.
+--#include limits/hand_over
 local now = redis_now_ms()
 local limit = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
@@ -19,16 +20,6 @@ for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
   end
 end
 local reply = {0}
-while limit - redis.call('ZCARD', KEYS[1]) > 0 do
-  local head = redis.call('LPOP', KEYS[5])
-  if not head then break end
-  local message = redis.call('HGET', KEYS[6], head)
-  if message then
-    redis.call('ZADD', KEYS[1], string.format('%.3f', now + lease_ms), head)
-    if redis.call('PTTL', KEYS[1]) < lease_ms then redis.call('PEXPIRE', KEYS[1], lease_ms) end
-    table.insert(reply, head)
-    table.insert(reply, message)
-  end
-end
+hand_over(KEYS[1], KEYS[5], KEYS[6], limit, now, lease_ms, reply)
 reply[1] = redis.call('HLEN', KEYS[6])
 return reply
