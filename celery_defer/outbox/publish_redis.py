@@ -83,7 +83,10 @@ def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
     templates = _templates_of.get(channel)
     if templates is None or len(templates) > _MAX_TEMPLATES:
         templates = _templates_of[channel] = {}
-    for message in messages:
+    # Each copy needs a unique delivery tag (the key of kombu's unacked bookkeeping):
+    # one of the channel's own, with the message's place in the batch after it.
+    tag_base = f"{channel._next_delivery_tag()}."
+    for place, message in enumerate(messages):
         if message.shape is None:  # one of a kind: kombu's own encoding
             built = envelope(channel, message)
             key = channel._q_for_pri(message.routing_key, channel._get_message_priority(built, reverse=False))
@@ -93,7 +96,7 @@ def publish_pipelined(producer: Any, batch: Sequence[TaskMessage]) -> None:
             if template is None:
                 template = templates[message.shape] = EnvelopeTemplate(channel, message)
             key = channel._q_for_pri(message.routing_key, template.priority)
-            text = template.render(message)
+            text = template.render(message, f"{tag_base}{place}")
         if pushes and pushes[-1][0] == key:
             pushes[-1][1].append(message)
             pushes[-1][2].append(text)

@@ -73,26 +73,26 @@ class EnvelopeTemplate:
             start = at + len(token)
         self._tail = text[start:]
 
-    def render(self, message: TaskMessage) -> str:
-        """The envelope text of ``message``, as ``kombu.utils.json.dumps`` would encode it."""
+    def render(self, message: TaskMessage, delivery_tag: str | None = None) -> str:
+        """The envelope text of ``message``, as ``kombu.utils.json.dumps`` would encode it.
+
+        ``delivery_tag`` must be unique to this copy of the message; by default
+        the channel makes one (a random UUID, a system call each).
+        """
         channel = self._channel
         body, _ = channel.encode_body(message.body, channel.body_encoding)
-        headers = message.headers
         values = {
             "body": body,
-            "id": headers["id"],
-            "root_id": headers["root_id"],
-            "parent_id": headers["parent_id"],
-            "kwargsrepr": headers["kwargsrepr"],
-            "correlation_id": message.properties["correlation_id"],
-            "delivery_tag": channel._next_delivery_tag(),
+            "id": message.run_id,
+            "root_id": message.root_id,
+            "parent_id": message.parent_id,
+            "kwargsrepr": message.kwargsrepr,
+            "correlation_id": message.run_id,
+            "delivery_tag": channel._next_delivery_tag() if delivery_tag is None else delivery_tag,
         }
         parts: list[str] = []
         for piece, field in zip(self._pieces, self._order, strict=True):
             parts.append(piece)
-            value = values[field]
-            # All are str (then json.dumps writes exactly _quote's literal), but a
-            # receiver of before_task_publish may have put something else in a header.
-            parts.append(_quote(value) if type(value) is str else dumps(value))
+            parts.append(_quote(values[field]))
         parts.append(self._tail)
         return "".join(parts)

@@ -13,10 +13,12 @@ id as task id, the parent's ``parent_id``/``root_id``.
 JSON text cut to Celery's size limits rather than ``saferepr`` of the objects:
 the same document, at a fraction of the cost.
 
-The keyword arguments' JSON is written from a template of kombu's layout
-(``_kwargs_text``) rather than by encoding the whole dict: only the data is
-encoded, by one encoder made once. It is the text ``kombu.utils.json.dumps``
-makes of ``build_message``'s dict (``tests/unit/test_task_message_text.py``).
+The keyword arguments' JSON is written in kombu's layout (``_kwargs_text``)
+with the data spliced in as the call site encoded it, rather than by encoding
+a dict: nothing is decoded or encoded again. The receiver decodes exactly
+``build_message``'s dict (``tests/unit/test_task_message_text.py``), and the
+dicts themselves are made only for whoever asks: a router that looks at the
+arguments, a receiver of Celery's publish signals.
 """
 
 from __future__ import annotations
@@ -33,36 +35,128 @@ from kombu.serialization import dumps, registry
 from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
-from celery_defer.deferred.message import event_name
+from celery_defer.deferred.message import build_message, event_name
 from celery_defer.outbox.record import DeferRecord
 
 #: What Flower shows for the (empty) positional arguments, as Celery's saferepr writes it.
 _NO_ARGS_REPR = "()"
 _EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 _EMPTY_EMBED_JSON = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
-#: kombu's JSON for values ``json.loads`` returns: default separators, ASCII only.
-_KOMBU_JSON = json.JSONEncoder()
 #: A JSON string literal, as ``json.dumps`` writes one (ASCII only).
 _quote = json.encoder.encode_basestring_ascii
 
 
-class TaskMessage(NamedTuple):
-    """One deferred run's message: what ``kombu.Producer.publish`` takes, serialized."""
+class TaskMessage:
+    """One deferred run's message: what ``kombu.Producer.publish`` takes, serialized.
 
-    defer_id: str
-    task_name: str
-    body: bytes | str
-    content_type: str
-    content_encoding: str
-    headers: dict[str, Any]
-    properties: dict[str, Any]
-    priority: int | None
-    exchange: str
-    routing_key: str
-    queue: Any  # kombu.Queue (declared before the first publish to it)
-    delivery_mode: Any
-    celery_body: tuple[Any, ...]  # (args, kwargs, embed): what Celery's publish signals carry
-    shape: int | None  # equal for messages whose fields other than ids and arguments are equal
+    The fields every broker path reads are set at once; the header and property
+    dicts and the body Celery's publish signals carry are made when first asked
+    for (by the AMQP path, the one-by-one Redis path, a signal receiver): the
+    Redis template path renders a run's messages without them.
+    """
+
+    __slots__ = (
+        "_celery_body",
+        "_enqueued_ms",
+        "_headers",
+        "_properties",
+        "_record",
+        "defer_id",
+        "kwargs_text",
+        "kwargsrepr",
+        "parent_id",
+        "root_id",
+        "route",
+        "run_id",
+        "shape",
+        "task_name",
+    )
+
+    def __init__(
+        self,
+        record: DeferRecord,
+        run_id: str,
+        kwargs_text: str,
+        kwargsrepr: str,
+        route: _Route,
+        enqueued_ms: int,
+    ) -> None:
+        self.defer_id = record.defer_id
+        self.task_name = record.task_name
+        self.run_id = run_id
+        self.root_id = record.parent.root_id or run_id
+        self.parent_id = record.parent.run_id
+        self.kwargs_text = kwargs_text
+        self.kwargsrepr = kwargsrepr
+        self.route = route
+        #: Equal for messages whose fields other than ids and arguments are equal (None: one of a kind).
+        self.shape: int | None = route.shape
+        self._record = record
+        self._enqueued_ms = enqueued_ms
+        self._headers: dict[str, Any] | None = None
+        self._properties: dict[str, Any] | None = None
+        self._celery_body: tuple[Any, ...] | None = None
+
+    @property
+    def body(self) -> str:
+        """kombu's JSON of the body tuple, with the kwargs' JSON (already made) spliced in."""
+        return f"[[], {self.kwargs_text}, {_EMPTY_EMBED_JSON}]"
+
+    @property
+    def content_type(self) -> str:
+        return str(registry._encoders["json"].content_type)
+
+    @property
+    def content_encoding(self) -> str:
+        return str(registry._encoders["json"].content_encoding)
+
+    @property
+    def priority(self) -> int | None:
+        return self.route.priority
+
+    @property
+    def exchange(self) -> str:
+        return self.route.exchange
+
+    @property
+    def routing_key(self) -> str:
+        return self.route.routing_key
+
+    @property
+    def queue(self) -> Any:
+        """The kombu ``Queue`` (declared before the first publish to it)."""
+        return self.route.queue
+
+    @property
+    def delivery_mode(self) -> Any:
+        return self.route.delivery_mode
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        if self._headers is None:
+            self._headers = {
+                **self.route.headers,
+                "id": self.run_id,
+                "root_id": self.root_id,
+                "parent_id": self.parent_id,
+                "kwargsrepr": self.kwargsrepr,
+                "timelimit": list(self.route.headers["timelimit"]),
+                "stamps": dict(self.route.headers["stamps"]),
+            }
+        return self._headers
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        if self._properties is None:
+            self._properties = {**self.route.properties, "correlation_id": self.run_id}
+        return self._properties
+
+    @property
+    def celery_body(self) -> tuple[Any, ...]:
+        """(args, kwargs, embed): what Celery's publish signals carry."""
+        if self._celery_body is None:
+            self._celery_body = ((), build_message(self._record, enqueued_ms=self._enqueued_ms), _EMPTY_EMBED)
+        return self._celery_body
 
 
 def batchable(app: Celery) -> bool:
@@ -109,52 +203,49 @@ def build_task_messages(
     here = (os.getpid(), app.thread_oid)
     codec = registry._encoders.get("json")
     stock = codec is not None and codec.encoder is kombu_json.dumps  # else someone's own json serializer
+    maxsize = app.amqp.kwargsrepr_maxsize
+    # A receiver of before_task_publish may change any header (tracing does): then
+    # each message is built in full, handed to it, and encoded on its own.
+    announced = bool(signals.before_task_publish.receivers)
     messages = []
     for record in records:
-        kwargs, kwargs_text = _kwargs(record, enqueued_ms)
-        if not stock:
-            kwargs_text = str(bytes_to_str(dumps(kwargs, serializer="json")[2]))
+        run_id = record.run_id
+        if stock:
+            text = _kwargs_text(record, run_id, enqueued_ms)
+        else:
+            text = str(
+                bytes_to_str(dumps(build_message(record, enqueued_ms=enqueued_ms), serializer="json")[2])
+            )
         key = (record.task_name, record.route, record.priority, *here)
         route = None if per_record else routes.get(key)
         if route is None:
-            route = _route(app, record, kwargs)
+            route = _route(app, record, run_id, build_message(record, enqueued_ms=enqueued_ms))
             if not per_record:
                 routes[key] = route
-        messages.append(_message(app, record, kwargs, kwargs_text, route))
+        kwargsrepr = text if len(text) <= maxsize else text[: maxsize - 3] + "..."
+        message = TaskMessage(record, run_id, text, kwargsrepr, route, enqueued_ms)
+        if announced:
+            _announce(message)
+        messages.append(message)
     return messages
 
 
-def _kwargs(record: DeferRecord, enqueued_ms: int) -> tuple[dict[str, Any], str]:
-    """``build_message``'s dict for ``record``, and the JSON kombu makes of it."""
-    run_id = record.run_id
-    name = event_name(record.function_id)
-    data = json.loads(record.data_json)
-    kwargs: dict[str, Any] = {
-        "event": {
-            "name": name,
-            "id": run_id,
-            "ts": record.ts_ms,
-            "seq": record.ts_ns,
-            "data": data,
-        },
-        "parent": {
-            "run_id": record.parent.run_id,
-            "task_name": record.parent.task_name,
-            "defer_id": record.defer_id,
-        },
-        "enqueued_ms": enqueued_ms,
-    }
-    text = (
-        f'{{"event": {{"name": {_quote(name)}, "id": {_quote(run_id)}, '
-        f'"ts": {int(record.ts_ms)}, "seq": {int(record.ts_ns)}, "data": {_KOMBU_JSON.encode(data)}}}, '
+def _kwargs_text(record: DeferRecord, run_id: str, enqueued_ms: int) -> str:
+    """The JSON text of ``build_message``'s dict for ``record``, laid out as kombu writes it.
+
+    The data goes in as the call site encoded it (compact, strict JSON): the
+    receiver decodes the same document either way.
+    """
+    return (
+        f'{{"event": {{"name": {_quote(event_name(record.function_id))}, "id": {_quote(run_id)}, '
+        f'"ts": {int(record.ts_ns) // 1_000_000}, "seq": {int(record.ts_ns)}, "data": {record.data_json}}}, '
         f'"parent": {{"run_id": {_quote(record.parent.run_id)}, '
         f'"task_name": {_quote(record.parent.task_name)}, "defer_id": {_quote(record.defer_id)}}}, '
         f'"enqueued_ms": {int(enqueued_ms)}}}'
     )
-    return kwargs, text
 
 
-def _route(app: Celery, record: DeferRecord, kwargs: dict[str, Any]) -> _Route:
+def _route(app: Celery, record: DeferRecord, run_id: str, kwargs: dict[str, Any]) -> _Route:
     amqp = app.amqp
     options: dict[str, Any] = record.route.send_options()  # where the deferring app routes it
     if record.priority is not None:
@@ -162,7 +253,7 @@ def _route(app: Celery, record: DeferRecord, kwargs: dict[str, Any]) -> _Route:
     task = app.tasks.get(record.task_name)
     routed: dict[str, Any] = amqp.router.route(options, record.task_name, (), kwargs, task)
     headers, properties, _, _ = amqp.create_task_message(
-        record.run_id,
+        run_id,
         record.task_name,
         (),
         {},
@@ -197,54 +288,25 @@ def _route(app: Celery, record: DeferRecord, kwargs: dict[str, Any]) -> _Route:
     )
 
 
-def _message(
-    app: Celery, record: DeferRecord, kwargs: dict[str, Any], kwargs_text: str, route: _Route
-) -> TaskMessage:
-    run_id: str = kwargs["event"]["id"]
-    maxsize = app.amqp.kwargsrepr_maxsize
-    headers = {
-        **route.headers,
-        "id": run_id,
-        "root_id": record.parent.root_id or run_id,
-        "parent_id": record.parent.run_id,
-        "kwargsrepr": kwargs_text if len(kwargs_text) <= maxsize else kwargs_text[: maxsize - 3] + "...",
-        "timelimit": list(route.headers["timelimit"]),
-        "stamps": dict(route.headers["stamps"]),
-    }
-    properties = {**route.properties, "correlation_id": run_id}
-    body = ((), kwargs, _EMPTY_EMBED)
+def _announce(message: TaskMessage) -> None:
+    """Celery's ``before_task_publish``, with the dicts its receivers may change."""
+    message.shape = None  # its headers are its own now: encoded on their own, not from a template
     signals.before_task_publish.send(
-        sender=record.task_name,
-        body=body,
-        exchange=route.exchange,
-        routing_key=route.routing_key,
-        declare=[route.queue],
-        headers=headers,
-        properties=properties,
+        sender=message.task_name,
+        body=message.celery_body,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        declare=[message.queue],
+        headers=message.headers,
+        properties=message.properties,
         retry_policy={},
-    )
-    return TaskMessage(
-        defer_id=record.defer_id,
-        task_name=record.task_name,
-        # kombu's JSON of the body tuple, with the kwargs' JSON (already made) spliced in.
-        body=f"[[], {kwargs_text}, {_EMPTY_EMBED_JSON}]",
-        content_type=registry._encoders["json"].content_type,
-        content_encoding=registry._encoders["json"].content_encoding,
-        headers=headers,
-        properties=properties,
-        priority=route.priority,
-        exchange=route.exchange,
-        routing_key=route.routing_key,
-        queue=route.queue,
-        delivery_mode=route.delivery_mode,
-        celery_body=body,
-        # A receiver of before_task_publish may have changed any header (tracing does).
-        shape=None if signals.before_task_publish.receivers else route.shape,
     )
 
 
 def announce_sent(message: TaskMessage) -> None:
     """Celery's ``after_task_publish`` for a message the broker took."""
+    if not signals.after_task_publish.receivers:
+        return
     signals.after_task_publish.send(
         sender=message.task_name,
         body=message.celery_body,

@@ -102,8 +102,9 @@ def test_redis_message_is_the_one_send_task_pushes(redis_url, broker, queue, pri
     assert ours_key == theirs_key  # the same list: queue and priority step
     if priority:
         assert ours_key == f"{queue}{PRIORITY_SEP}{priority}"
-    # Byte for byte the same body: what a stock worker decodes and runs.
-    assert base64.b64decode(ours.pop("body")) == base64.b64decode(theirs.pop("body"))
+    # The same body document: what a stock worker decodes and runs (the data is
+    # spliced in as the call site encoded it, so the text may differ in spacing).
+    assert json.loads(base64.b64decode(ours.pop("body"))) == json.loads(base64.b64decode(theirs.pop("body")))
     ours_props, theirs_props = ours.pop("properties"), theirs.pop("properties")
     assert ours_props.pop("delivery_tag") != theirs_props.pop("delivery_tag")  # unique per message
     assert ours_props == theirs_props
@@ -243,7 +244,7 @@ def test_amqp_message_is_the_one_send_task_publishes(rabbitmq, redis_url, monkey
         ours = [wait_for(lambda: queue.get(no_ack=True)) for _ in range(2)]
         assert queue.get(no_ack=True) is None
         for message in ours:
-            assert message.body == theirs.body
+            assert json.loads(message.body) == json.loads(theirs.body)
             assert message.properties["priority"] == 4
             ours_headers, theirs_headers = dict(message.headers), dict(theirs.headers)
             assert json.loads(ours_headers.pop("kwargsrepr")) == json.loads(message.body)[1]
@@ -256,6 +257,54 @@ def test_amqp_message_is_the_one_send_task_publishes(rabbitmq, redis_url, monkey
             assert message.delivery_info["routing_key"] == name
     finally:
         queue.delete()
+        app.close()
+
+
+def test_amqp_frames_carry_every_size_and_order_without_producer_publish(rabbitmq, redis_url, monkeypatch):
+    """The run's frames are written at once (kombu's publish is never called); bodies
+    larger than a frame are split into body frames; each queue keeps call order."""
+    names = [f"cdt-frames-{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    app = make_app(AMQP_URL, f"{redis_url}/2")
+    monkeypatch.setattr("celery_defer.outbox.publish.clock_for", lambda app: _FixedClock())
+    sizes = [10, 300_000, 0, 5_000, 1]  # 300 kB spans several frames of RabbitMQ's 128 kB
+    records = []
+    for i, size in enumerate(sizes):
+        parent = ParentRef(str(uuid.uuid4()), f"root-é-{i}", "shop.order_placed")
+        data = json.dumps({"i": i, "text": "é" * size}, ensure_ascii=False)
+        records.append(
+            DeferRecord(f"d{i}", "celery_defer.fn.plain", "plain", data, time.time_ns(), parent, names[i % 2])
+        )
+    queues = [Queue(name, channel=rabbitmq.channel()) for name in names]
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Producer.publish was called: the frames path was not taken")
+
+    monkeypatch.setattr("kombu.Producer.publish", refuse)
+    try:
+        for queue in queues:
+            queue.declare()
+        publish(app, records)
+        got = {name: [] for name in names}
+        for queue in queues:
+            while (message := wait_for(lambda q=queue: q.get(no_ack=True), timeout_s=5)) is not None:
+                got[queue.name].append(message)
+                if len(got[queue.name]) == len(records[queues.index(queue) :: 2]):
+                    break
+        for queue in queues:
+            assert queue.get(no_ack=True) is None
+            expected = [record for record in records if record.queue == queue.name]
+            bodies = [json.loads(message.body) for message in got[queue.name]]
+            assert [body[1] for body in bodies] == [
+                build_message(record, enqueued_ms=_FixedClock.MS) for record in expected
+            ]
+            for message, record in zip(got[queue.name], expected, strict=True):
+                assert message.headers["id"] == message.properties["correlation_id"] == record.run_id
+                assert message.headers["parent_id"] == record.parent.run_id
+                assert message.headers["root_id"] == record.parent.root_id
+                assert len(message.headers["kwargsrepr"]) <= app.amqp.kwargsrepr_maxsize
+    finally:
+        for queue in queues:
+            queue.delete()
         app.close()
 
 
