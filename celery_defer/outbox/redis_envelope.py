@@ -65,13 +65,13 @@ class EnvelopeTemplate:
         encoded = {json.dumps(marker): field for field, marker in _MARKERS.items()}
         found = sorted((text.index(token), token) for token in encoded)
         self._pieces: list[str] = []
-        self._order: list[str] = []
+        self._order: list[int] = []  # which value goes after each piece, as an index into _FIELDS
         start = 0
         for at, token in found:
             self._pieces.append(text[start:at])
-            self._order.append(encoded[token])
+            self._order.append(_FIELDS.index(encoded[token]))
             start = at + len(token)
-        self._tail = text[start:]
+        self._pieces.append(text[start:])  # the tail: one piece more than there are values
 
     def render(self, message: TaskMessage, delivery_tag: str | None = None) -> str:
         """The envelope text of ``message``, as ``kombu.utils.json.dumps`` would encode it.
@@ -81,18 +81,13 @@ class EnvelopeTemplate:
         """
         channel = self._channel
         body, _ = channel.encode_body(message.body, channel.body_encoding)
-        values = {
-            "body": body,
-            "id": message.run_id,
-            "root_id": message.root_id,
-            "parent_id": message.parent_id,
-            "kwargsrepr": message.kwargsrepr,
-            "correlation_id": message.run_id,
-            "delivery_tag": channel._next_delivery_tag() if delivery_tag is None else delivery_tag,
-        }
-        parts: list[str] = []
-        for piece, field in zip(self._pieces, self._order, strict=True):
-            parts.append(piece)
+        run_id = message.run_id
+        tag = channel._next_delivery_tag() if delivery_tag is None else delivery_tag
+        # In _FIELDS order: body, id, root_id, parent_id, kwargsrepr, correlation_id, delivery_tag.
+        values = (body, run_id, message.root_id, message.parent_id, message.kwargsrepr, run_id, tag)
+        pieces = self._pieces
+        parts = [pieces[0]]
+        for at, field in enumerate(self._order, 1):
             parts.append(_quote(values[field]))
-        parts.append(self._tail)
+            parts.append(pieces[at])
         return "".join(parts)
