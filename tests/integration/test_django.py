@@ -50,7 +50,6 @@ def project(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
                 os.environ[name] = value
     os.environ["CDT_REDIS_URL"] = redis_server.url
     yield project
-    project.celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture
@@ -95,13 +94,16 @@ def test_tasks_of_a_django_app_get_defer_and_the_on_commit_methods(project, shop
 
 
 def test_eager_a_committed_order_runs_its_deferred_work_at_once(project, shop, client):
+    from django.test import override_settings
+
     from tests.django_project.shop.models import AuditEntry, Order
 
-    project.celery_app.conf.task_always_eager = True
-    try:
+    # Eager through the Django setting the app reads, as a project's tests would. Celery 5.4
+    # looks the namespaced key (CELERY_TASK_ALWAYS_EAGER) up in every map first, so a run-time
+    # ``app.conf.task_always_eager = True`` loses to settings.py there; 5.7 reads it first.
+    with override_settings(CELERY_TASK_ALWAYS_EAGER=True):
+        assert project.celery_app.conf.task_always_eager is True
         response = client.post("/orders/", {"email": "a@example.com", "total_cents": 100})
-    finally:
-        project.celery_app.conf.task_always_eager = False
     assert response.status_code == 201
     order = Order.objects.get(pk=response.json()["order"])
     assert order.receipt_sent
