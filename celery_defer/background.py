@@ -76,8 +76,20 @@ class Background:
                 self._thread.start()
             self._cond.notify()
 
+    def pending(self) -> int:
+        """How many jobs of this process are queued or running (a forked child has none yet)."""
+        if os.getpid() != self._pid:
+            return 0  # the parent's jobs, copied by the fork: its thread runs them, not ours
+        with self._cond:
+            return len(self._jobs) + self._running
+
     def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no job is queued or running; True if that happened in time (tests, shutdown)."""
+        """Wait until no job is queued or running; True if that happened in time (tests, shutdown).
+
+        Every job ends within its budget, done or given up: ``math.inf`` waits for that.
+        """
+        if not self.pending():
+            return True
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while self._jobs or self._running:

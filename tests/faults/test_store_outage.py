@@ -3,6 +3,8 @@ and while the worker's main process finalizes a revoked run."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -87,3 +89,20 @@ def test_a_retried_run_whose_last_attempt_began_while_redis_was_away_is_still_fi
     wait_for(lambda: seen("finished"), timeout_s=30)
     time.sleep(2)
     assert runs_by_defer_id(seen) == {"a": [0]}
+
+
+def test_a_worker_stopped_while_redis_is_away_records_the_defers_it_kept_before_it_exits(
+    start_worker, app_module, seen, state_server: RedisServer
+):
+    worker = start_worker(state_url=state_server.url)
+    app_module.parent.delay({"defers": {"a": {}, "b": {}}, "sleep_on_attempt": 0, "sleep": 1})
+    wait_for(lambda: seen("parent"))
+    state_server.kill()  # the body returns while Redis is away: its defers wait in the process
+    os.kill(worker.process.pid, signal.SIGTERM)  # warm shutdown: the run ends, then its process
+    time.sleep(8)
+    state_server.start()
+    wait_for(lambda: not worker.alive(), timeout_s=30)
+    start_worker(state_url=state_server.url)  # the worker that comes next runs what was sent
+    wait_for(lambda: len(seen("run")) == 2, timeout_s=30)
+    time.sleep(2)
+    assert runs_by_defer_id(seen) == {"a": [0], "b": [0]}

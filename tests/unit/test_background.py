@@ -34,3 +34,13 @@ def test_a_job_that_never_succeeds_gives_up_after_its_budget() -> None:
     gave_up = threading.Event()
     runner.submit("hopeless job", lambda: False, budget_s=0.2, on_give_up=gave_up.set)
     assert gave_up.wait(timeout=3)
+
+
+def test_pending_counts_the_jobs_not_yet_done() -> None:
+    runner = Background()
+    redis_back = threading.Event()
+    runner.submit("waits for Redis", redis_back.is_set, budget_s=5)
+    assert runner.pending() == 1
+    redis_back.set()
+    assert runner.wait_idle(timeout_s=5)
+    assert runner.pending() == 0
