@@ -48,6 +48,7 @@ from redis_order import RedisOrder
 from celery_defer.embedded_redis import RedisServer
 
 HERE = Path(__file__).resolve().parent
+GUARDS = ("throttle", "concurrency")
 ROOT = HERE.parent
 
 
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.02, help="seconds each handler sleeps")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--tie-ms", type=float, default=5.0, help="closer than this is a tie")
+    parser.add_argument("--guards", nargs="+", choices=GUARDS, default=list(GUARDS), help="scenarios to run")
     args = parser.parse_args()
     versions: list[tuple[str, Path | None]] = []
     if args.baseline_ref:
@@ -217,7 +219,7 @@ def main() -> None:
         print("as Redis ordered them")
         print(f"{'guard':<13}{'version':<12}{'requeues/run':>14}{'delivery':>12}{'Redis':>12}{'wall s':>9}")
         results: dict[tuple[str, str], Outcome] = {}
-        for kind in ("throttle", "concurrency"):
+        for kind in args.guards:
             for name, library in versions:
                 outcome = run_scenario(server, broker, library, kind, args)
                 results[kind, name] = outcome
@@ -230,7 +232,7 @@ def main() -> None:
                 )
         if args.baseline_ref:
             print("ratios, this tree / baseline (requeues per run, wall time):")
-            for kind in ("throttle", "concurrency"):
+            for kind in args.guards:
                 new, old = results[kind, "this tree"], results[kind, args.baseline_ref]
                 ratio = new.requeues_per_run / old.requeues_per_run if old.requeues_per_run else float("nan")
                 print(f"  {kind:<13}{ratio:>8.3f}x requeues {new.wall_s / old.wall_s:>8.2f}x wall")
