@@ -136,6 +136,7 @@ class FlowControl:
                     begun = guard.begin(key, holder=run_id)
                     wait_s = begun.wait_ms / 1000
                     if wait_s > BEGIN_SLEEP_CAP_S:
+                        guard.leave_turn(key, begun, holder=run_id)
                         return self._stop(
                             admission, run_id, "wait", spec, wait_s, "late for its booked start"
                         )

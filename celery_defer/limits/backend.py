@@ -223,7 +223,8 @@ class LimitBackend(abc.ABC):
         A run kept a start before ``start_ms`` that has not begun (or, waiting
         its own turn, started) yet is waited for, until ``patience_ms`` after its
         kept start (then it has gone away). When its turn comes, ``holder``
-        leaves the kept starts, where :meth:`throttle_begin` put it.
+        leaves the kept starts, where :meth:`throttle_begin` put it (with
+        ``start_ms`` 0, at once: it goes back to the queue instead).
         """
 
     @abc.abstractmethod

@@ -115,6 +115,21 @@ def test_runs_waiting_their_turn_go_in_booking_order(backend: LimitBackend, elap
     assert turn(backend, "c", begun_c, 2000) == 0
 
 
+def test_a_run_kept_in_line_that_goes_back_to_the_queue_holds_nobody_up(
+    backend: LimitBackend, elapse: Elapse
+) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("a", "b", "c"):
+        book(backend, holder)
+    elapse(1300)  # all late; c arrives first, then b; a is a moment behind
+    begun_c = begin(backend, "c")
+    begun_b = begin(backend, "b")
+    assert backend.throttle_turn(KEY, "b", 0.0, 0, 0) == 0  # b leaves: its wait was too long
+    begin(backend, "a")
+    assert turn(backend, "c", begun_c, 2000) == 0  # c waits for a, not for b
+    assert begun_b.behind_ms is not None
+
+
 def test_a_lost_run_holds_the_runs_behind_it_up_only_a_while(backend: LimitBackend, elapse: Elapse) -> None:
     assert book(backend, "first") == 0
     for holder in ("lost", "b"):
