@@ -191,8 +191,10 @@ class MemoryLimitBackend(LimitBackend):
         with self._lock:
             now = self._clock_ms()
             kept = self._kept.setdefault(key, {})
-            before = [at for at in kept.values() if at < start_ms - _EPSILON_MS]
-            until = max(before, default=-math.inf) + patience_ms
+            before = {run: at for run, at in kept.items() if at < start_ms - _EPSILON_MS}
+            for run in [run for run, at in before.items() if at + patience_ms <= now]:
+                del kept[run]  # given up: no later run asks about it
+            until = max(before.values(), default=-math.inf) + patience_ms
             if until <= now:
                 kept.pop(holder, None)
                 return 0

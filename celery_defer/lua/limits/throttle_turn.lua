@@ -7,15 +7,23 @@
 -- own turn, started) yet is waited for, until patience_ms after its kept start:
 -- its message may be a moment behind (another pool process, the broker's
 -- order); one that does not come by then has gone away, and no run waits for
--- it any longer. When the caller's turn comes it leaves the kept starts.
+-- it any longer (its kept start is dropped, so that no later run asks about
+-- it). When the caller's turn comes it leaves the kept starts.
 -- Returns the ms to wait before asking again (0: the caller's turn).
 local now = redis_now_ms()
 local start = tonumber(ARGV[2])
 local patience = tonumber(ARGV[3])
 local until_ms = 0
-for _, at in ipairs(redis.call('HVALS', KEYS[1])) do
-  at = tonumber(at)
-  if at < start - 0.001 and at + patience > now then until_ms = math.max(until_ms, at + patience) end
+local kept = redis.call('HGETALL', KEYS[1])
+for i = 1, #kept, 2 do
+  local at = tonumber(kept[i + 1])
+  if at < start - 0.001 then
+    if at + patience > now then
+      until_ms = math.max(until_ms, at + patience)
+    else
+      redis.call('HDEL', KEYS[1], kept[i])
+    end
+  end
 end
 if until_ms == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])

@@ -141,6 +141,7 @@ def test_a_lost_run_holds_the_runs_behind_it_up_only_a_while(backend: LimitBacke
     elapse(260)  # the lost run's turn (its kept start, an interval) is over 250 ms ago: given up
     assert turn(backend, "b", begun) == 0
     assert book(backend, "newcomer") > 0  # the pace goes on
+    assert begin(backend, "newcomer").behind_ms is None  # and nobody asks about the lost run again
 
 
 def park(backend: LimitBackend, holder: str, limit: int = 1, lease_ms: int = 5000) -> LeaseResult:
