@@ -10,9 +10,9 @@ broker's queue) take the next starts the pace allows, so the pace holds.
 
 Late runs reach the worker bunched, and a pool process may take a run a moment
 after another one booked behind it: a run kept a start before the caller's that
-has not begun by then is waited for (:meth:`Throttle.await_turn`), at most
-:data:`TURN_PATIENCE_MS` after its own start, so that a lost run holds the
-others up only that long, once.
+has not begun by then is waited for (:meth:`Throttle.await_turn`), at most an
+interval and :data:`TURN_PATIENCE_MS` after that run's kept start, so that a
+lost run holds the others up only that long, once.
 """
 
 from __future__ import annotations
