@@ -10,12 +10,17 @@ function behind (a) a throttle of 50 per second and (b) a concurrency limit of 2
 
 - requeues per run: deliveries of the deferred task beyond the first, per run
   (a wait's re-delivery, a parked run sent from its line); goal <= 1.0;
-- inversions: pairs of runs that started in the other order than they first asked
-  (first delivery), i.e. the Kendall distance of the start order from first come,
-  first served; goal 0. Pool processes race between a delivery and its guard
-  check, and between a start and its record, so the bench also counts the pairs
-  inverted by more than ``--tie-ms`` at both ends (asked that much apart, started
-  that much apart in the other order): what a user could tell apart.
+- inversions: pairs of runs that started in the other order than they first asked,
+  i.e. the Kendall distance of the start order from first come, first served;
+  goal 0. Also counted: the pairs inverted by more than ``--tie-ms`` at both ends
+  (asked that much apart, started that much apart in the other order). Two
+  measures: "delivery" takes a run's first delivery (stamped in ``task_prerun``)
+  as its ask; but pool processes race between a delivery and the guard check (a
+  claim, a cold process's first connection come between), so two runs delivered
+  a moment apart may ask the throttle, and so be booked, in the other order.
+  "Redis" takes the ask where it is decided, the run's first guard script, and
+  the start at the handler's record, both in the order Redis ran them and by its
+  clock (``MONITOR``, see ``redis_order.py``): the honest measure.
 
 The baseline (``--baseline-ref``, a git ref of this repository; ``""`` to skip) is
 extracted to a temporary directory and its worker runs it in the same process run,
@@ -38,10 +43,12 @@ from pathlib import Path
 
 import redis
 from celery import Celery
+from redis_order import RedisOrder
 
 from celery_defer.embedded_redis import RedisServer
 
 HERE = Path(__file__).resolve().parent
+GUARDS = ("throttle", "concurrency")
 ROOT = HERE.parent
 
 
@@ -50,6 +57,8 @@ class Outcome:
     requeues_per_run: float
     inversions: int
     clear_inversions: int
+    redis_inversions: int
+    redis_clear_inversions: int
     wall_s: float
 
 
@@ -112,15 +121,16 @@ def run_scenario(
             time.sleep(0.1)
         client = Celery("bench_waits", broker=broker)
         client.conf.task_default_queue = f"{prefix}celery"
-        began = time.monotonic()
-        client.send_task("waits_app.fan_out", args=(kind, args.runs, args.sleep))
-        deadline = began + args.timeout
-        while state.llen("starts") < args.runs:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{kind}: {state.llen('starts')} of {args.runs} started; see {log}")
-            time.sleep(0.05)
-        wall_s = time.monotonic() - began
-        time.sleep(0.5)  # late copies, if any, are counted too
+        with RedisOrder(server.url) as order:
+            began = time.monotonic()
+            client.send_task("waits_app.fan_out", args=(kind, args.runs, args.sleep))
+            deadline = began + args.timeout
+            while state.llen("starts") < args.runs:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind}: {state.llen('starts')} of {args.runs} started; see {log}")
+                time.sleep(0.05)
+            wall_s = time.monotonic() - began
+            time.sleep(0.5)  # late copies, if any, are counted too
         asked = {
             run: (int(seq), int(ns))
             for run, seq, ns in ((run, *text.split()) for run, text in state.hgetall("first").items())
@@ -130,19 +140,22 @@ def run_scenario(
         if len({run for run, _ in started}) != len(started):
             print(f"  ! {kind}: a run started twice", file=sys.stderr)
         print(f"  ({kind}: library {state.get('library')}, worker log {log})", file=sys.stderr)
+        if len(order.asked) != len(started) or len(order.started) != len(started):
+            seen = f"{len(order.asked)} asks and {len(order.started)} starts"
+            print(f"  ! {kind}: Redis saw {seen} of {len(started)} runs", file=sys.stderr)
         if os.environ.get("BENCH_DUMP"):
-            t0 = min(ns for _, ns in asked.values())
-            when = dict(started)
-            rows = sorted(asked.items(), key=lambda item: item[1][0])
-            for (run_a, (seq_a, ns_a)), (run_b, (seq_b, ns_b)) in itertools.combinations(rows, 2):
-                if when[run_b] < when[run_a]:
-                    print(
-                        f"  {seq_a} asked {(ns_a - t0) / 1e6:.1f} started {(when[run_a] - t0) / 1e6:.1f}"
-                        f" / {seq_b} asked {(ns_b - t0) / 1e6:.1f} started {(when[run_b] - t0) / 1e6:.1f}"
-                    )
+            print("  first delivery -> handler start, pool processes' clocks:")
+            _dump(asked, started)
+            print("  guard check -> handler start, as Redis ordered them:")
+            _dump(order.asked, order.started)
         tie_ns = int(args.tie_ms * 1e6)
         return Outcome(
-            deliveries / args.runs - 1, inversions(asked, started), inversions(asked, started, tie_ns), wall_s
+            deliveries / args.runs - 1,
+            inversions(asked, started),
+            inversions(asked, started, tie_ns),
+            inversions(order.asked, order.started),
+            inversions(order.asked, order.started, tie_ns),
+            wall_s,
         )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
@@ -153,6 +166,19 @@ def run_scenario(
             worker.wait()
         if not broker.startswith("redis"):
             _drop_queues(broker, prefix)
+
+
+def _dump(asked: dict[str, tuple[int, int]], started: list[tuple[str, int]]) -> None:
+    # Every inverted pair, times in ms from the first ask.
+    t0 = min(ns for _, ns in asked.values())
+    when = dict(started)
+    rows = sorted(asked.items(), key=lambda item: item[1][0])
+    for (run_a, (seq_a, ns_a)), (run_b, (seq_b, ns_b)) in itertools.combinations(rows, 2):
+        if when[run_b] < when[run_a]:
+            print(
+                f"  {seq_a} asked {(ns_a - t0) / 1e6:.1f} started {(when[run_a] - t0) / 1e6:.1f}"
+                f" / {seq_b} asked {(ns_b - t0) / 1e6:.1f} started {(when[run_b] - t0) / 1e6:.1f}"
+            )
 
 
 def _drop_queues(broker: str, prefix: str) -> None:
@@ -177,6 +203,7 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.02, help="seconds each handler sleeps")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--tie-ms", type=float, default=5.0, help="closer than this is a tie")
+    parser.add_argument("--guards", nargs="+", choices=GUARDS, default=list(GUARDS), help="scenarios to run")
     args = parser.parse_args()
     versions: list[tuple[str, Path | None]] = []
     if args.baseline_ref:
@@ -187,21 +214,25 @@ def main() -> None:
         shown = "redis (private)" if not args.broker else args.broker.split("@")[-1]
         print(f"{args.runs} runs per scenario, one prefork worker of {args.processes} processes")
         print(f"broker: {shown}; throttle 50/s; concurrency limit 2, handlers sleep {args.sleep:g} s")
-        clear = f"> {args.tie_ms:g} ms"
-        print(f"{'guard':<13}{'version':<12}{'requeues/run':>14}{'inversions':>12}{clear:>10}{'wall s':>9}")
+        print(f"inversions (all / more than {args.tie_ms:g} ms apart): delivery = first delivery to")
+        print("handler start, stamped in the pool processes; Redis = guard check to handler start,")
+        print("as Redis ordered them")
+        print(f"{'guard':<13}{'version':<12}{'requeues/run':>14}{'delivery':>12}{'Redis':>12}{'wall s':>9}")
         results: dict[tuple[str, str], Outcome] = {}
-        for kind in ("throttle", "concurrency"):
+        for kind in args.guards:
             for name, library in versions:
                 outcome = run_scenario(server, broker, library, kind, args)
                 results[kind, name] = outcome
                 print(
                     f"{kind:<13}{name:<12}{outcome.requeues_per_run:>14.2f}"
-                    f"{outcome.inversions:>12d}{outcome.clear_inversions:>10d}{outcome.wall_s:>9.1f}",
+                    f"{f'{outcome.inversions} / {outcome.clear_inversions}':>12}"
+                    f"{f'{outcome.redis_inversions} / {outcome.redis_clear_inversions}':>12}"
+                    f"{outcome.wall_s:>9.1f}",
                     flush=True,
                 )
         if args.baseline_ref:
             print("ratios, this tree / baseline (requeues per run, wall time):")
-            for kind in ("throttle", "concurrency"):
+            for kind in args.guards:
                 new, old = results[kind, "this tree"], results[kind, args.baseline_ref]
                 ratio = new.requeues_per_run / old.requeues_per_run if old.requeues_per_run else float("nan")
                 print(f"  {kind:<13}{ratio:>8.3f}x requeues {new.wall_s / old.wall_s:>8.2f}x wall")

@@ -133,12 +133,15 @@ class FlowControl:
                     # Its start was booked when it first asked: no second check.
                     admission.passed.remove(spec.slot + BOOKED)
                     admission.passed.append(spec.slot)
-                    wait_s = guard.begin(key, holder=run_id)
+                    begun = guard.begin(key, holder=run_id)
+                    wait_s = begun.wait_ms / 1000
                     if wait_s > BEGIN_SLEEP_CAP_S:
+                        guard.leave_turn(key, begun, holder=run_id)
                         return self._stop(
                             admission, run_id, "wait", spec, wait_s, "late for its booked start"
                         )
                     time.sleep(wait_s)
+                    guard.await_turn(key, begun, holder=run_id)
                     continue
                 if _preempts(guard):
                     # Taking a cancel-mode lock displaces the running holder for good:

@@ -61,6 +61,22 @@ class LeaseResult:
 
 
 @dataclass(frozen=True, slots=True)
+class BeginResult:
+    """Outcome of :meth:`LimitBackend.throttle_begin`.
+
+    Attributes:
+        wait_ms: how long the caller waits before it starts (0: at once).
+        behind_ms: the caller's start (ms, the backend's clock) when a run kept
+            a start before it had not begun yet: the caller then waits its turn
+            with :meth:`LimitBackend.throttle_turn` (its own start is kept
+            meanwhile, so that the runs behind it wait too); ``None`` otherwise.
+    """
+
+    wait_ms: int
+    behind_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SingletonResult:
     """Outcome of :meth:`LimitBackend.singleton_acquire`.
 
@@ -189,13 +205,26 @@ class LimitBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
-        """A booked run begins: return the ms it waits first to keep the pace (0: none).
+    def throttle_begin(
+        self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1
+    ) -> BeginResult:
+        """A booked run begins: how long it waits first to keep the pace.
 
         Runs delivered after their booked time arrive bunched, and not always in
         the order they were booked: a late run keeps, before its own, the next
         starts the pace allows for each run booked before it that has not begun,
         so late runs still start in booking order and the pace holds.
+        """
+
+    @abc.abstractmethod
+    def throttle_turn(self, key: str, holder: str, start_ms: float, patience_ms: int, poll_ms: int) -> int:
+        """Ms to wait before asking again (0: go) for ``holder``, whose start ``start_ms`` came.
+
+        A run kept a start before ``start_ms`` that has not begun (or, waiting
+        its own turn, started) yet is waited for, until ``patience_ms`` after its
+        kept start (then it has gone away). When its turn comes, ``holder``
+        leaves the kept starts, where :meth:`throttle_begin` put it (with
+        ``start_ms`` 0, at once: it goes back to the queue instead).
         """
 
     @abc.abstractmethod

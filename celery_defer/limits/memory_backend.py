@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from celery_defer.keys import began_key, cancel_key
 from celery_defer.limits.backend import (
     BOOKING_GRACE_MS,
+    BeginResult,
     DebounceResult,
     Handoff,
     LeaseResult,
@@ -155,14 +156,24 @@ class MemoryLimitBackend(LimitBackend):
             booked[holder] = now + wait_ms
             return wait_ms
 
-    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+    def throttle_begin(
+        self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1
+    ) -> BeginResult:
         with self._lock:
             now = self._clock_ms()
             interval = period_ms / limit
             booked, kept = self._booked.setdefault(key, {}), self._kept.setdefault(key, {})
+
+            def behind(start: float) -> float | None:
+                if not any(at < start - _EPSILON_MS for at in kept.values()):
+                    return None
+                kept[holder] = start  # kept until its turn comes: runs behind it wait too
+                return start
+
             if holder in kept:
                 booked.pop(holder, None)
-                return max(0, math.ceil(kept.pop(holder) - now - _EPSILON_MS))
+                start = kept.pop(holder)
+                return BeginResult(max(0, math.ceil(start - now - _EPSILON_MS)), behind(start))
             tat = max(float(self._get(began_key(key), now) or 0.0), now)
             mine = booked.pop(holder, None)
             if mine is not None:
@@ -171,8 +182,23 @@ class MemoryLimitBackend(LimitBackend):
                     kept[before] = tat - burst * interval
                     del booked[before]
             self._values[began_key(key)] = (repr(tat + interval), tat + interval)
-            wait = tat + interval - burst * interval - now
-            return math.ceil(wait - _EPSILON_MS) if wait > _EPSILON_MS else 0
+            start = tat + interval - burst * interval
+            if start - now > _EPSILON_MS:
+                return BeginResult(math.ceil(start - now - _EPSILON_MS), behind(start))
+            return BeginResult(0, behind(now))
+
+    def throttle_turn(self, key: str, holder: str, start_ms: float, patience_ms: int, poll_ms: int) -> int:
+        with self._lock:
+            now = self._clock_ms()
+            kept = self._kept.setdefault(key, {})
+            before = {run: at for run, at in kept.items() if at < start_ms - _EPSILON_MS}
+            for run in [run for run, at in before.items() if at + patience_ms <= now]:
+                del kept[run]  # given up: no later run asks about it
+            until = max(before.values(), default=-math.inf) + patience_ms
+            if until <= now:
+                kept.pop(holder, None)
+                return 0
+            return max(1, min(poll_ms, math.ceil(until - now)))
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         with self._lock:

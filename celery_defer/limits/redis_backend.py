@@ -28,6 +28,7 @@ from celery_defer.limits.backend import (
     DEBOUNCE_GRACE_MS,
     EWMA_ALPHA,
     PARK_TTL_MS,
+    BeginResult,
     DebounceResult,
     DebounceState,
     Handoff,
@@ -48,6 +49,7 @@ _SCRIPTS = (
     "lines_forget",
     "throttle_take",
     "throttle_begin",
+    "throttle_turn",
     "rate_hit",
     "idempotency_claim",
     "idempotency_release",
@@ -175,10 +177,17 @@ class RedisLimitBackend(LimitBackend):
         args = (limit, period_ms, burst, "1" if reserve else "0", holder, BOOKING_GRACE_MS + period_ms)
         return int(self._call("throttle_take", keys, args, doing="checking a throttle"))
 
-    def throttle_begin(self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1) -> int:
+    def throttle_begin(
+        self, key: str, holder: str, limit: int, period_ms: int, burst: int = 1
+    ) -> BeginResult:
         keys = (booked_key(key), began_key(key), kept_starts_key(key))
         args = (limit, period_ms, burst, holder, BOOKING_GRACE_MS + period_ms)
-        return int(self._call("throttle_begin", keys, args, doing="beginning a booked start"))
+        wait_ms, behind = self._call("throttle_begin", keys, args, doing="beginning a booked start")
+        return BeginResult(int(wait_ms), float(behind) if behind else None)
+
+    def throttle_turn(self, key: str, holder: str, start_ms: float, patience_ms: int, poll_ms: int) -> int:
+        args = (holder, f"{start_ms:.3f}", patience_ms, poll_ms)
+        return int(self._call("throttle_turn", (kept_starts_key(key),), args, doing="waiting for a turn"))
 
     def rate_hit(self, key: str, limit: int, period_ms: int) -> bool:
         token = uuid.uuid4().hex

@@ -145,7 +145,8 @@ def run_limits(backend: RedisLimitBackend, keys: KeySpace) -> None:
         assert backend.throttle_take(keys.limit("throttle", "fn", value), 5, 1000) == 0
         booked = keys.limit("throttle", "booked", value)
         assert backend.throttle_take(booked, 5, 1000, reserve=True, holder="r1") >= 0
-        assert backend.throttle_begin(booked, "r1", 5, 1000) >= 0
+        assert backend.throttle_begin(booked, "r1", 5, 1000).wait_ms >= 0
+        assert backend.throttle_turn(booked, "r1", 0.0, 250, 5) == 0
         assert backend.rate_hit(keys.limit("rate_limit", "fn", value), 5, 1000)
         idem = keys.limit("idempotency", "fn", value)
         assert backend.claim_once(idem, 60_000, holder="r1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from celery_defer.limits import LimitBackend
-from celery_defer.limits.backend import Handoff, LeaseResult
+from celery_defer.limits.backend import BeginResult, Handoff, LeaseResult
 
 from .test_backends import TOLERANCE_MS, Elapse, assert_delay
 
@@ -17,6 +17,10 @@ INDEX = "t:lines"
 
 def book(backend: LimitBackend, holder: str, burst: int = 1) -> int:
     return backend.throttle_take(KEY, 5, 2000, burst, reserve=True, holder=holder)
+
+
+def begin(backend: LimitBackend, holder: str) -> BeginResult:
+    return backend.throttle_begin(KEY, holder, 5, 2000)
 
 
 def test_waiters_book_distinct_increasing_starts_in_the_order_they_asked(
@@ -40,8 +44,8 @@ def test_a_newcomer_does_not_start_ahead_of_a_booked_run_still_to_begin(
     assert book(backend, "late") > 0
     elapse(1000)  # the booked time passed, but its run has not begun (a backlog)
     assert book(backend, "newcomer") > 0  # booked behind it, not started ahead of it
-    assert backend.throttle_begin(KEY, "late", 5, 2000) == 0
-    assert backend.throttle_begin(KEY, "newcomer", 5, 2000) > 0  # the pace holds for late starts
+    assert begin(backend, "late").wait_ms == 0
+    assert begin(backend, "newcomer").wait_ms > 0  # the pace holds for late starts
 
 
 def test_late_booked_runs_take_the_next_starts_the_pace_allows(
@@ -51,7 +55,7 @@ def test_late_booked_runs_take_the_next_starts_the_pace_allows(
     for holder in ("a", "b", "c"):
         book(backend, holder)
     elapse(1300)  # every booked time passed: the three arrive together, late
-    waits = [backend.throttle_begin(KEY, holder, 5, 2000) for holder in ("a", "b", "c")]
+    waits = [begin(backend, holder).wait_ms for holder in ("a", "b", "c")]
     assert waits[0] == 0
     assert_delay(waits[1], 400, exact)
     assert_delay(waits[2], 800, exact)
@@ -64,10 +68,80 @@ def test_late_booked_runs_arriving_out_of_order_still_start_in_booking_order(
     for holder in ("a", "b", "c"):
         book(backend, holder)
     elapse(1300)  # all late; c's message happens to arrive first
-    assert_delay(backend.throttle_begin(KEY, "c", 5, 2000), 800, exact)  # a and b keep the two before
-    assert backend.throttle_begin(KEY, "a", 5, 2000) == 0
-    assert_delay(backend.throttle_begin(KEY, "b", 5, 2000), 400, exact)
+    assert_delay(begin(backend, "c").wait_ms, 800, exact)  # a and b keep the two before
+    assert begin(backend, "a").wait_ms == 0
+    assert_delay(begin(backend, "b").wait_ms, 400, exact)
     assert book(backend, "newcomer") > 0  # and a newcomer is behind all three
+
+
+def test_a_run_on_time_begins_without_waiting_for_a_turn(backend: LimitBackend) -> None:
+    assert book(backend, "first") == 0
+    assert book(backend, "a") > 0
+    assert begin(backend, "a").behind_ms is None  # nothing kept before it: no turn to wait for
+
+
+def turn(backend: LimitBackend, holder: str, begun: BeginResult, patience_ms: int = 400 + 250) -> int:
+    assert begun.behind_ms is not None
+    return backend.throttle_turn(KEY, holder, begun.behind_ms, patience_ms, 5)  # an interval, and 250 ms
+
+
+def test_a_late_run_whose_start_came_waits_for_an_earlier_run_kept_a_start(
+    backend: LimitBackend, elapse: Elapse
+) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("a", "b"):
+        book(backend, holder)
+    elapse(1300)  # both late; b's message happens to arrive first
+    begun = begin(backend, "b")
+    assert begun.behind_ms is not None  # a was kept the start before b's
+    elapse(begun.wait_ms)  # b's start came, a has not begun yet
+    assert turn(backend, "b", begun) > 0
+    assert begin(backend, "a").wait_ms == 0  # a arrives: its kept start passed, it starts now
+    assert turn(backend, "b", begun) == 0  # then b
+
+
+def test_runs_waiting_their_turn_go_in_booking_order(backend: LimitBackend, elapse: Elapse) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("a", "b", "c"):
+        book(backend, holder)
+    elapse(1300)  # all late; c arrives first, then b; a is a moment behind
+    begun_c = begin(backend, "c")
+    begun_b = begin(backend, "b")
+    elapse(begun_c.wait_ms)  # the starts of b and c came; a's too, a while ago
+    assert turn(backend, "b", begun_b, 2000) > 0 and turn(backend, "c", begun_c, 2000) > 0
+    begin(backend, "a")
+    assert turn(backend, "c", begun_c, 2000) > 0  # b, waiting its turn too, goes first
+    assert turn(backend, "b", begun_b, 2000) == 0
+    assert turn(backend, "c", begun_c, 2000) == 0
+
+
+def test_a_run_kept_in_line_that_goes_back_to_the_queue_holds_nobody_up(
+    backend: LimitBackend, elapse: Elapse
+) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("a", "b", "c"):
+        book(backend, holder)
+    elapse(1300)  # all late; c arrives first, then b; a is a moment behind
+    begun_c = begin(backend, "c")
+    begun_b = begin(backend, "b")
+    assert backend.throttle_turn(KEY, "b", 0.0, 0, 0) == 0  # b leaves: its wait was too long
+    begin(backend, "a")
+    assert turn(backend, "c", begun_c, 2000) == 0  # c waits for a, not for b
+    assert begun_b.behind_ms is not None
+
+
+def test_a_lost_run_holds_the_runs_behind_it_up_only_a_while(backend: LimitBackend, elapse: Elapse) -> None:
+    assert book(backend, "first") == 0
+    for holder in ("lost", "b"):
+        book(backend, holder)
+    elapse(1300)
+    begun = begin(backend, "b")
+    elapse(begun.wait_ms)
+    assert 0 < turn(backend, "b", begun) <= 5  # asks again soon
+    elapse(260)  # the lost run's turn (its kept start, an interval) is over 250 ms ago: given up
+    assert turn(backend, "b", begun) == 0
+    assert book(backend, "newcomer") > 0  # the pace goes on
+    assert begin(backend, "newcomer").behind_ms is None  # and nobody asks about the lost run again
 
 
 def park(backend: LimitBackend, holder: str, limit: int = 1, lease_ms: int = 5000) -> LeaseResult:
