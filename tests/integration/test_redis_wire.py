@@ -9,8 +9,8 @@ import time
 import pytest
 import redis
 
-from celery_defer.redis_io import Scripts
 from celery_defer.redis_clients import connect
+from celery_defer.redis_io import Scripts
 from celery_defer.redis_wire import PROBE_AFTER_IDLE_S, HeldConnection, send_in_one_write
 
 pytestmark = pytest.mark.integration
