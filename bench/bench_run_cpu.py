@@ -9,7 +9,9 @@ message's arguments are handed to the tracer as a worker hands them. The plain
 task gets the same keyword arguments and stores its result; the deferred run's
 handler returns ``None`` too, so the difference is the deferred run itself:
 parsing its message, the claim and finish round trips, its context. Rounds
-alternate the two; the best round of each is printed, with their ratio.
+alternate the two; the best round of each is printed, with their ratio: wall time,
+this process's CPU time, and the Redis server's CPU time (``INFO``), per run.
+On a shared machine wall time swings with the load; CPU time much less.
 ``--profile`` prints cProfile's top functions of the deferred runs. No asserts.
 """
 
@@ -23,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.app.trace import build_tracer
 
@@ -58,10 +61,18 @@ def request_of(task_id: str, name: str) -> dict[str, Any]:
     }
 
 
-def runner(app: Celery, task: Any, deferred: bool) -> Callable[[int], float]:
+Timing = tuple[float, float, float]  # wall, this process's CPU, the server's CPU: µs per run
+
+
+def server_cpu_s(server: redis.Redis) -> float:
+    info = server.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def runner(app: Celery, server: redis.Redis, task: Any, deferred: bool) -> Callable[[int], Timing]:
     tracer = build_tracer(task.name, task, app=app, hostname="bench@local")
 
-    def run(n: int) -> float:
+    def run(n: int) -> Timing:
         jobs = []
         for _ in range(n):
             record = DeferRecord(
@@ -74,10 +85,14 @@ def runner(app: Celery, task: Any, deferred: bool) -> Callable[[int], float]:
             )
             task_id = record.run_id if deferred else str(uuid.uuid4())
             jobs.append((task_id, build_message(record, enqueued_ms=int(time.time() * 1000))))
+        server_began = server_cpu_s(server)
+        cpu_began = time.process_time()
         began = time.perf_counter()
         for task_id, kwargs in jobs:
             tracer(task_id, [], kwargs, request_of(task_id, task.name))
-        return (time.perf_counter() - began) / n * 1e6
+        wall = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+        return wall / n * 1e6, cpu / n * 1e6, (server_cpu_s(server) - server_began) / n * 1e6
 
     return run
 
@@ -98,16 +113,23 @@ def main() -> None:
         def plain(**kwargs: Any) -> None:
             return None
 
-        runs = {"plain task": runner(app, plain, False), "deferred run": runner(app, child, True)}
+        info = redis.Redis.from_url(server.url)
+        runs = {
+            "plain task": runner(app, info, plain, False),
+            "deferred run": runner(app, info, child, True),
+        }
         for run in runs.values():
             run(200)  # connections, scripts loaded
-        best: dict[str, float] = {name: float("inf") for name in runs}
+        best: dict[str, list[float]] = {name: [float("inf")] * 3 for name in runs}
         for _ in range(args.rounds):
             for name, run in runs.items():
-                best[name] = min(best[name], run(args.runs))
+                best[name] = [min(b, t) for b, t in zip(best[name], run(args.runs), strict=True)]
         print(f"per run, best of {args.rounds} rounds of {args.runs} (µs, in-process tracer, no broker)")
-        for name, us in best.items():
-            print(f"  {name:14} {us:8.1f} µs   {us / best['plain task']:5.2f}x")
+        print(f"  {'':14} {'wall':>15} {'CPU here':>15} {'Redis CPU':>15}")
+        base = best["plain task"]
+        for name, timing in best.items():
+            cells = " ".join(f"{us:7.1f} {us / b:5.2f}x " for us, b in zip(timing, base, strict=True))
+            print(f"  {name:14} {cells}")
         if args.profile:
             profile = cProfile.Profile()
             profile.runcall(runs["deferred run"], args.runs)
