@@ -9,6 +9,9 @@ The clients themselves, and the error policy every call here goes through
   pastes in a file of shared Lua functions.
 - Script calls made inside :func:`batched` are queued and sent together in one
   pipelined round trip (``Batch.execute``): an attempt's last writes cost one.
+- On one server with no replicas to wait for, a single call is one ``EVALSHA``
+  written at once on the connection the process holds (``redis_wire``): a
+  deferred run's claim and finish pay no pool bookkeeping.
 - With replicas that must acknowledge writes (Sentinel: one, by default), a
   script, or a batch, is followed by ``WAIT`` on the same connection: a failover
   then promotes a replica that holds every write a caller was told succeeded, and
