@@ -3,6 +3,12 @@
 A concurrency slot or a singleton lock is leased: it frees itself unless renewed,
 so a killed worker's slot comes back within one lease. While the run executes,
 :class:`LeaseKeeper` renews it every ``lease_s / 3``.
+
+Runs come and go by the thousand, mostly far quicker than a renewal interval, and
+waking the thread costs the running task the GIL and a context switch. So the
+thread is woken only when a new lease is due before it would wake anyway, and
+with no lease left it still wakes once per the shortest interval it has seen:
+the lease of the next run, registered meanwhile, never needs it woken.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class LeaseKeeper:
         self._stopping = False
         #: When the thread wakes next on its own; None while it waits for work.
         self._wake_at: float | None = None
+        #: The shortest renewal interval registered: how often an idle thread wakes.
+        self._idle_wake_s: float | None = None
 
     def _ensure_process(self) -> None:
         if os.getpid() != self._pid:
@@ -80,6 +88,8 @@ class LeaseKeeper:
         next_s = time.monotonic() + interval_s
         with self._cond:
             self._leases[token] = _Lease(renew, on_lost, interval_s, next_s)
+            if self._idle_wake_s is None or interval_s < self._idle_wake_s:
+                self._idle_wake_s = interval_s
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
                 self._thread = threading.Thread(
@@ -123,6 +133,8 @@ class LeaseKeeper:
                 due = [(t, lease) for t, lease in self._leases.items() if lease.next_s <= now]
                 if not due:
                     next_s = min((lease.next_s for lease in self._leases.values()), default=None)
+                    if next_s is None and self._idle_wake_s is not None:
+                        next_s = now + self._idle_wake_s  # see the module docstring
                     self._wake_at = next_s
                     self._cond.wait(None if next_s is None else next_s - now)
                     self._wake_at = None

@@ -9,6 +9,9 @@ The clients themselves, and the error policy every call here goes through
   pastes in a file of shared Lua functions.
 - Script calls made inside :func:`batched` are queued and sent together in one
   pipelined round trip (``Batch.execute``): an attempt's last writes cost one.
+- On one server with no replicas to wait for, a single call is one ``EVALSHA``
+  written at once on the connection the process holds (``redis_wire``): a
+  deferred run's claim and finish pay no pool bookkeeping.
 - With replicas that must acknowledge writes (Sentinel: one, by default), a
   script, or a batch, is followed by ``WAIT`` on the same connection: a failover
   then promotes a replica that holds every write a caller was told succeeded, and
@@ -37,7 +40,7 @@ from redis.exceptions import NoScriptError
 from celery_defer.errors import StoreUnavailableError
 from celery_defer.redis_clients import StoreClient, acks_of, reaching
 from celery_defer.redis_urls import ReplicaAcks
-from celery_defer.redis_wire import send_in_one_write
+from celery_defer.redis_wire import HeldConnection
 
 _INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
 
@@ -72,6 +75,12 @@ class Scripts:
     def __init__(self, client: StoreClient, group: str, names: Sequence[str]) -> None:
         self._client = client
         self._acks = acks_of(client)
+        # One server, no replicas to wait for: a call is one EVALSHA on the held connection.
+        self._held = (
+            _held_connection(client)
+            if not self._acks.replicas and not isinstance(client, RedisCluster)
+            else None
+        )
         self._scripts: dict[str, Script] = {
             name: client.register_script(lua_source(f"{group}/{name}")) for name in names
         }
@@ -105,9 +114,9 @@ class Scripts:
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], *, doing: str) -> Any:
         with reaching(doing):
+            if self._held is not None:
+                return _evalsha_held(self._held, self._scripts[name], keys, args)
             if not self._acks.replicas:
-                if _large(args) and not isinstance(self._client, RedisCluster):  # one node, one socket
-                    return _evalsha_in_one_write(self._client, self._scripts[name], keys, args)
                 return self._scripts[name](keys=list(keys), args=list(args))
             replies = _send_acked(self._client, self._acks, [(self._scripts[name], list(keys), list(args))])
         _check_acks(replies[-1], self._acks, doing)
@@ -133,30 +142,26 @@ class Scripts:
         return replies
 
 
-#: Script arguments over this many characters go out in one socket write (``redis_wire``):
-#: redis-py writes a request in pieces of about this size.
-_ONE_WRITE_FROM = 6000
+def _held_connection(client: redis.Redis) -> HeldConnection:
+    """The held connection of ``client``, shared by every group of scripts on it."""
+    held: HeldConnection | None = client.__dict__.get("_celery_defer_held")
+    if held is None:
+        held = client.__dict__.setdefault("_celery_defer_held", HeldConnection(client))
+    return held
 
 
-def _large(args: Sequence[Any]) -> bool:
-    size = 0
-    for arg in args:
-        if type(arg) is str:
-            size += len(arg)
-            if size > _ONE_WRITE_FROM:
-                return True
-    return False
+def _evalsha_held(held: HeldConnection, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """``script(keys, args)`` on the held connection, its request written at once.
 
-
-def _evalsha_in_one_write(
-    client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]
-) -> Any:
-    """``script(keys, args)``, its request written at once (a finalizing run records 100 defers in it)."""
+    A finalizing run records 100 defers in one call (one write, see ``redis_wire``);
+    a deferred run's claim and finish are small calls, where the pool's own work
+    per call is what this saves.
+    """
     for _ in range(2):
-        reply = send_in_one_write(client, [["EVALSHA", script.sha, len(keys), *keys, *args]])[0]
+        reply = held.call(["EVALSHA", script.sha, len(keys), *keys, *args])
         if not isinstance(reply, NoScriptError):
             break
-        script.sha = client.script_load(script.script)  # a server that restarted, or another one
+        script.sha = held.client.script_load(script.script)  # a server that restarted, or another one
     if isinstance(reply, Exception):
         raise reply
     return reply

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ class RunClaims:
         self.clock = clock
         self.done = DoneMarkers(keyspace, ttl_s=done_ttl_s, clock=clock)
         self._script = Scripts(client, "runs", _SCRIPTS)
+        self._recent: dict[str, tuple[int, list[str], list[str], list[Any]]] = {}
         self._take_due = Scripts(client, "indexes", ("take_due",))
 
     def _run_keys(self, run_id: str) -> list[str]:
@@ -74,12 +74,24 @@ class RunClaims:
 
     def _marked(self, name: str, run_id: str, args: list[Any], *, doing: str, generation: int) -> Any:
         """Run a script that reads or writes the run's done marker, for ``generation``."""
-        return self._script(
-            name,
-            [*self._run_keys(run_id), *self.done.buckets(run_id, generation)],
-            [*args, *self.done.args(run_id, generation)],
-            doing=doing,
-        )
+        run_keys, buckets, marker_args = self._of_run(run_id, generation)
+        return self._script(name, [*run_keys, *buckets], [*args, *marker_args], doing=doing)
+
+    def _of_run(self, run_id: str, generation: int) -> tuple[list[str], list[str], list[Any]]:
+        # An attempt's claim and finish use the same keys and marker (hashes of the
+        # run id): worked out once. Kept for the last few runs only.
+        cached = self._recent.get(run_id)
+        if cached is None or cached[0] != generation:
+            if len(self._recent) >= 64:
+                self._recent.clear()
+            cached = (
+                generation,
+                self._run_keys(run_id),
+                self.done.buckets(run_id, generation),
+                self.done.args(run_id, generation),
+            )
+            self._recent[run_id] = cached
+        return cached[1], cached[2], cached[3]
 
     def _marked_now(self, name: str, run_id: str, args: list[Any], *, doing: str) -> Any:
         reply = self._marked(name, run_id, args, doing=doing, generation=self.done.generation())
@@ -184,7 +196,7 @@ class HeldClaim:
         self.run_id = run_id
         self.lease_ms = lease_ms
         self.retry_for_s = retry_for_s
-        self.holder = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.holder = f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
 
     def take(self, *, attempt: int, resend: str) -> ClaimResult:
         """Claim the run for this attempt (``attempt`` counts retries); see :meth:`RunClaims.claim`."""

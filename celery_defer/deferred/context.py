@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -73,9 +74,16 @@ def run_logger(function_id: str, run_id: str) -> logging.LoggerAdapter[logging.L
     ``defer_function`` and ``defer_run_id`` for structured handlers.
     """
     return logging.LoggerAdapter(
-        get_task_logger(f"celery_defer.fn.{function_id}"),
-        {"defer_function": function_id, "defer_run_id": run_id},
+        _task_logger(function_id), {"defer_function": function_id, "defer_run_id": run_id}
     )
+
+
+@functools.cache
+def _task_logger(function_id: str) -> logging.Logger:
+    # Celery's get_task_logger takes the logging module's lock and re-parents the
+    # logger on every call; one per function is enough (logging keeps it anyway).
+    logger: logging.Logger = get_task_logger(f"celery_defer.fn.{function_id}")
+    return logger
 
 
 AnyContext = DeferContext[Any]

@@ -21,7 +21,7 @@ from celery_defer.deferred.celery_log import explained
 from celery_defer.deferred.claims import HeldClaim
 from celery_defer.deferred.context import DeferContext, DeferEvent, Parent, run_logger
 from celery_defer.deferred.direct_start import DirectStart, parse_started
-from celery_defer.deferred.handler_call import invoke_handler, validate_payload
+from celery_defer.deferred.handler_call import invoke_handler, is_async_callable, validate_payload
 from celery_defer.deferred.message import DeferMessage
 from celery_defer.deferred.parking import FROM_LINE, send_handoffs
 from celery_defer.deferred.payload import T
@@ -62,7 +62,8 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             message, payload, admission = self._admit(message, None, None)
             return self._run(message, payload, admission, None)
         store, claim = self._claim(message)
-        message = message.replace(store_away_since_ms=None)  # it answered
+        if message.store_away_since_ms is not None:
+            message = message.replace(store_away_since_ms=None)  # it answered
         with claim.kept_alive():
             message, payload, admission = self._admit(message, store, claim)
             if admission.action != "proceed":
@@ -177,9 +178,9 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
     def _run(self, message: DeferMessage, payload: Any, admission: Admission, claim: HeldClaim | None) -> Any:
         options = self.__celery_defer_options__
         run_id: str = self.request.id
-        message = message.replace(
-            started_ms=message.started_ms or now_ms(self.app), passed=tuple(admission.passed)
-        )
+        # The claim's clock is the app's (clock_for), with no settings to look up.
+        started_ms = message.started_ms or (claim.claims.clock.now_ms() if claim else now_ms(self.app))
+        message = message.replace(started_ms=started_ms, passed=tuple(admission.passed))
         steps = steps_of_current_run()
         steps.sleeper = functools.partial(self._sleep_run, message, claim)
         context = DeferContext(
@@ -195,8 +196,11 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         )
         began = time.monotonic()
         try:
-            with keep_leases(admission.held, run_id):
-                result = invoke_handler(self.handler, context)
+            if admission.held:
+                with keep_leases(admission.held, run_id):
+                    result = invoke_handler(self.handler, context, is_async=self._handler_is_async())
+            else:
+                result = invoke_handler(self.handler, context, is_async=self._handler_is_async())
         except Requeued:  # a step.sleep: the run goes on later, holding nothing meanwhile
             FlowControl.release(admission.held, run_id, time.monotonic() - began)
             raise
@@ -205,9 +209,19 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
             self._fail_or_retry(exc, claim, message)
         # The slots go back with the finish, in its round trip (a moment later: once
         # the defers the handler made are recorded, when it made some).
-        release = functools.partial(FlowControl.release, admission.held, run_id, time.monotonic() - began)
-        self._finish_once_recorded(claim, "succeeded", also=release if admission.held else None)
+        release = (
+            functools.partial(FlowControl.release, admission.held, run_id, time.monotonic() - began)
+            if admission.held
+            else None
+        )
+        self._finish_once_recorded(claim, "succeeded", also=release)
         return result
+
+    def _handler_is_async(self) -> bool:
+        cached: bool | None = self.__dict__.get("_handler_is_async_cache")
+        if cached is None:
+            cached = self.__dict__["_handler_is_async_cache"] = is_async_callable(self.handler)
+        return cached
 
     def _hold_back(self, admission: Admission, store: Store, claim: HeldClaim, message: DeferMessage) -> Any:
         options = self.__celery_defer_options__

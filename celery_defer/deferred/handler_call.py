@@ -52,9 +52,12 @@ def validate_payload(schema: PayloadSchema | None, data: Any) -> Any:
     return schema.validate_sync(data)
 
 
-def invoke_handler(handler: Callable[[Any], Any], ctx: Any) -> Any:
-    """Call the handler with its context; an ``async def`` one runs on its own loop."""
-    if is_async_callable(handler):
+def invoke_handler(handler: Callable[[Any], Any], ctx: Any, *, is_async: bool | None = None) -> Any:
+    """Call the handler with its context; an ``async def`` one runs on its own loop.
+
+    ``is_async``: :func:`is_async_callable` of ``handler``, when the caller knows it already.
+    """
+    if is_async_callable(handler) if is_async is None else is_async:
         return run_coroutine(lambda: handler(ctx))
     result = handler(ctx)
     if inspect.isawaitable(result):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import pytest
 import redis
 
+from celery_defer.redis_clients import connect
 from celery_defer.redis_io import Scripts
-from celery_defer.redis_wire import send_in_one_write
+from celery_defer.redis_wire import PROBE_AFTER_IDLE_S, HeldConnection, send_in_one_write
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +38,61 @@ def test_a_large_script_call_survives_a_flushed_script_cache(redis_url):
     client.script_flush()
     left = scripts("complete", ["outbox:r", "finalized", "attempts"], ["r", *ids], doing="testing")
     assert left == 1 and client.hkeys("outbox:r") == ["d2"]
+
+
+def test_the_held_connection_serves_each_thread_its_own_replies_and_survives_a_killed_socket(redis_url):
+    client = redis.Redis.from_url(f"{redis_url}/6", decode_responses=True)
+    held = HeldConnection(client)
+    held_id = held.call(["CLIENT", "ID"])
+    assert held.call(["CLIENT", "ID"]) == held_id  # the same connection, call after call
+    errors: list[BaseException] = []
+
+    def echo(tag: str) -> None:
+        try:
+            for i in range(200):
+                assert held.call(["ECHO", f"{tag}-{i}"]) == f"{tag}-{i}"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=echo, args=(f"t{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    client.client_kill_filter(_id=held_id)
+    time.sleep(PROBE_AFTER_IDLE_S + 0.1)
+    assert held.call(["ECHO", "again"]) == "again"  # idle a while: probed, and replaced
+    killed_id = held.call(["CLIENT", "ID"])
+    assert killed_id != held_id
+    client.client_kill_filter(_id=killed_id)
+    with pytest.raises(redis.ConnectionError):
+        held.call(["ECHO", "at once"])  # this client's retry policy: no retries
+    assert held.call(["ECHO", "then"]) == "then"  # reconnected
+    assert isinstance(held.call(["LPUSH"]), redis.ResponseError)  # refused: in its place
+
+
+def test_a_forked_child_never_uses_its_parents_held_connection(redis_url):
+    client = redis.Redis.from_url(f"{redis_url}/6", decode_responses=True)
+    held = HeldConnection(client)
+    parent_id = held.call(["CLIENT", "ID"])
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the id of the connection its call went on
+        try:
+            os.write(writer, str(held.call(["CLIENT", "ID"])).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    child_id = int(os.read(reader, 100))
+    os.waitpid(pid, 0)
+    assert child_id != parent_id
+    assert held.call(["CLIENT", "ID"]) == parent_id  # the parent's own is untouched
+
+
+def test_the_library_client_retries_a_call_on_a_held_connection_the_server_closed(redis_url):
+    client = connect(f"{redis_url}/6")
+    held = HeldConnection(client)  # type: ignore[arg-type]
+    held_id = held.call(["CLIENT", "ID"])
+    client.client_kill_filter(_id=held_id)
+    assert held.call(["ECHO", "at once"]) == "at once"  # retried on a new connection

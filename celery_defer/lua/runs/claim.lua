@@ -15,7 +15,9 @@
 -- holder now has it, and
 -- {'generation', g} when KEYS[4..5] are not the buckets of now (call again for g).
 --#include runs/done_markers
-local generation = done_generation(tonumber(ARGV[9]))
+local time = redis_time()  -- read once: the generation, the lease, and the reply
+local now_ms = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local generation = done_generation(tonumber(ARGV[9]), now_ms)
 if generation ~= tonumber(ARGV[8]) then
   return {'generation', tostring(generation)}
 end
@@ -30,9 +32,7 @@ if holder and holder ~= ARGV[1] then
     return {'busy', tostring(redis.call('PTTL', KEYS[1]))}
   end
 end
-local now_ms = math.floor(redis_now_ms())
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]), ARGV[4])
+redis.call('ZADD', KEYS[2], math.floor(now_ms) + tonumber(ARGV[2]), ARGV[4])
 redis.call('SET', KEYS[3], ARGV[5], 'EX', tonumber(ARGV[6]))
-local time = redis_time()
 return {'ok', time[1], time[2]}

@@ -7,9 +7,9 @@
 -- kept at least the done ttl and at most twice it.
 local DONE_ENTRY = 21
 
--- The generation now: Redis time in whole done ttls.
-local function done_generation(ttl_s)
-  return math.floor(redis_now_ms() / 1000 / ttl_s)
+-- The generation now: Redis time in whole done ttls (now_ms: Redis time already read, if any).
+local function done_generation(ttl_s, now_ms)
+  return math.floor((now_ms or redis_now_ms()) / 1000 / ttl_s)
 end
 
 -- The outcome code of marker in bucket, or nil.

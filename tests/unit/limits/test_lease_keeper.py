@@ -96,3 +96,25 @@ def test_forked_child_starts_afresh(keeper: LeaseKeeper) -> None:
     assert b"C" in written
     assert b"P" not in written
     assert keeper.registered() == ["parent-run"]
+
+
+def test_a_lease_registered_while_the_keeper_idles_is_renewed_on_time(keeper: LeaseKeeper) -> None:
+    # Short runs come and go without waking the thread; a lease registered while
+    # it idles (on its own short wake-ups, or asleep with longer ones seen) is
+    # still renewed within its interval.
+    keeper.register("long", lease_s=30.0, renew=lambda: True)
+    keeper.unregister("long")
+    for token, lease_s in (("same", 30.0), ("short", LEASE_S), ("again", LEASE_S)):
+        renewed = threading.Event()
+
+        def renew(renewed: threading.Event = renewed) -> bool:
+            renewed.set()
+            return True
+
+        time.sleep(LEASE_S)  # the keeper is idle
+        began = time.monotonic()
+        keeper.register(token, lease_s=lease_s, renew=renew)
+        if lease_s == LEASE_S:
+            assert renewed.wait(10)
+            assert time.monotonic() - began < LEASE_S  # a third of it, with room for a loaded machine
+        keeper.unregister(token)
