@@ -8,6 +8,7 @@ the run is marked done once the defers its handler made are safe in the outbox.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -196,11 +197,10 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         )
         began = time.monotonic()
         try:
-            if admission.held:
-                with keep_leases(admission.held, run_id):
-                    result = invoke_handler(self.handler, context, is_async=self._handler_is_async())
-            else:
-                result = invoke_handler(self.handler, context, is_async=self._handler_is_async())
+            # A run that holds no slot skips the lease context (a generator per run).
+            leases = keep_leases(admission.held, run_id) if admission.held else contextlib.nullcontext()
+            with leases:
+                result = invoke_handler(self.handler, context, is_async=self._handler_is_async)
         except Requeued:  # a step.sleep: the run goes on later, holding nothing meanwhile
             FlowControl.release(admission.held, run_id, time.monotonic() - began)
             raise
@@ -217,11 +217,9 @@ class DeferredFunction(DirectStart[T], AttemptEnds):
         self._finish_once_recorded(claim, "succeeded", also=release)
         return result
 
+    @functools.cached_property
     def _handler_is_async(self) -> bool:
-        cached: bool | None = self.__dict__.get("_handler_is_async_cache")
-        if cached is None:
-            cached = self.__dict__["_handler_is_async_cache"] = is_async_callable(self.handler)
-        return cached
+        return is_async_callable(self.handler)
 
     def _hold_back(self, admission: Admission, store: Store, claim: HeldClaim, message: DeferMessage) -> Any:
         options = self.__celery_defer_options__
