@@ -100,13 +100,17 @@ def test_a_late_run_whose_start_came_waits_for_an_earlier_run_kept_a_start(
     assert turn(backend, "b", begun) == 0  # then b
 
 
-def test_runs_waiting_their_turn_go_in_booking_order(backend: LimitBackend, elapse: Elapse) -> None:
+def three_late_runs_c_then_b(backend: LimitBackend, elapse: Elapse) -> tuple[BeginResult, BeginResult]:
+    """a, b and c booked in that order, all late; c begins first, then b; a is a moment behind."""
     assert book(backend, "first") == 0
     for holder in ("a", "b", "c"):
         book(backend, holder)
-    elapse(1300)  # all late; c arrives first, then b; a is a moment behind
-    begun_c = begin(backend, "c")
-    begun_b = begin(backend, "b")
+    elapse(1300)
+    return begin(backend, "c"), begin(backend, "b")
+
+
+def test_runs_waiting_their_turn_go_in_booking_order(backend: LimitBackend, elapse: Elapse) -> None:
+    begun_c, begun_b = three_late_runs_c_then_b(backend, elapse)
     elapse(begun_c.wait_ms)  # the starts of b and c came; a's too, a while ago
     assert turn(backend, "b", begun_b, 2000) > 0 and turn(backend, "c", begun_c, 2000) > 0
     begin(backend, "a")
@@ -118,12 +122,7 @@ def test_runs_waiting_their_turn_go_in_booking_order(backend: LimitBackend, elap
 def test_a_run_kept_in_line_that_goes_back_to_the_queue_holds_nobody_up(
     backend: LimitBackend, elapse: Elapse
 ) -> None:
-    assert book(backend, "first") == 0
-    for holder in ("a", "b", "c"):
-        book(backend, holder)
-    elapse(1300)  # all late; c arrives first, then b; a is a moment behind
-    begun_c = begin(backend, "c")
-    begun_b = begin(backend, "b")
+    begun_c, begun_b = three_late_runs_c_then_b(backend, elapse)
     assert backend.throttle_turn(KEY, "b", 0.0, 0, 0) == 0  # b leaves: its wait was too long
     begin(backend, "a")
     assert turn(backend, "c", begun_c, 2000) == 0  # c waits for a, not for b
