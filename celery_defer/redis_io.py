@@ -124,6 +124,28 @@ class Scripts:
             raise StoreUnavailableError(f"{doing}: {replies[0]}") from replies[0]
         return replies[0]
 
+    def send_later(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], *, on_reply: Callable[[Any], None]
+    ) -> bool:
+        """Write a call of script ``name`` now; its reply goes to ``on_reply`` later.
+
+        For a write nobody waits on: the reply is read when this process next
+        uses the held connection (see ``HeldConnection.send``). Sent as ``EVAL``
+        with the script's text, so a server that forgot its scripts still runs it.
+
+        Returns:
+            False, having written nothing, where a call cannot be left unread
+            (no held connection, a batch open, another thread on it, a failed
+            write): make the call with ``__call__`` instead.
+        """
+        if self._held is None or _batch.get() is not None:
+            return False
+        script = self._scripts[name]
+        try:
+            return self._held.send(["EVAL", _text(script), len(keys), *keys, *args], on_reply)
+        except redis.RedisError:
+            return False
+
     def each(
         self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], *, doing: str
     ) -> list[Any]:
@@ -165,6 +187,11 @@ def _evalsha_held(held: HeldConnection, script: Script, keys: Sequence[str], arg
     if isinstance(reply, Exception):
         raise reply
     return reply
+
+
+def _text(script: Script) -> str | bytes:
+    text = script.script
+    return bytes(text) if isinstance(text, memoryview) else text
 
 
 class Batch:

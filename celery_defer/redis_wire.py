@@ -20,15 +20,21 @@ one left with a reply unread (an error, a signal mid-read) is disconnected. The
 pool's probe for a connection the server closed is kept for one idle a while
 (:data:`PROBE_AFTER_IDLE_S`); a busy one that fails is retried as the client's
 retry policy says (the library's client: three times, reconnecting).
+
+A write whose reply nobody waits for (the parent's clearing of its outbox,
+after its messages went out) can be sent with :meth:`HeldConnection.send`:
+written at once, its reply read, and handed to a callback, by the next use of
+the connection, which reads it before its own request anyway.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -38,6 +44,10 @@ PROBE_AFTER_IDLE_S = 1.0
 
 #: A command and its arguments, as redis-py's ``execute_command`` takes them.
 Command = Sequence[str | bytes | int]
+#: What gets the reply of a command sent with :meth:`HeldConnection.send`.
+ReplyCallback = Callable[[Any], None]
+
+logger = logging.getLogger(__name__)
 
 
 def pack(encoder: Any, commands: Sequence[Command]) -> bytes:
@@ -116,6 +126,8 @@ class HeldConnection:
         self._lock = threading.Lock()
         self._connection: Any = None
         self._used_at = 0.0
+        #: Who gets the replies of commands sent and not read yet, in order.
+        self._unread: list[ReplyCallback] = []
 
     def call(self, command: Command) -> Any:
         """Run one command; its reply, or the ``redis.ResponseError`` the server answered with.
@@ -126,15 +138,89 @@ class HeldConnection:
         if not self._lock.acquire(blocking=False):
             return send_in_one_write(self.client, [command])[0]  # another thread is on it
         try:
-            now = time.monotonic()
-            if self._connection is None:
-                self._connection = self.client.connection_pool.get_connection()
-            elif now - self._used_at > PROBE_AFTER_IDLE_S:
-                _probe(self._connection)
-            self._used_at = now
-            return _exchange(self._connection, [command])[0]
+            return _exchange(self._ready(), [command])[0]
         finally:
             self._lock.release()
+
+    def send(self, command: Command, on_reply: ReplyCallback) -> bool:
+        """Write one command now; its reply goes to ``on_reply`` when the connection is next used.
+
+        ``on_reply`` gets the reply, the ``redis.ResponseError`` the server
+        answered with, or the ``redis.RedisError`` that lost it; it runs on
+        whichever thread uses the connection next, and must not use it. A
+        reply that never comes back (the process ends first) is never read.
+
+        Returns:
+            False when another thread is on the connection: nothing was written.
+
+        Raises:
+            redis.RedisError: the write failed; nothing waits for a reply then.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            connection = self._ready(to_send=True)
+            try:
+                connection.send_packed_command([pack(connection.encoder, [command])])
+            except BaseException as exc:
+                connection.disconnect()  # earlier replies unread on it are gone too
+                callbacks, self._unread = self._unread, []
+                lost = _as_redis_error(exc)
+                for on_reply in callbacks:
+                    _hand(on_reply, lost)
+                raise
+            self._unread.append(on_reply)
+            return True
+        finally:
+            self._lock.release()
+
+    def _ready(self, *, to_send: bool = False) -> Any:
+        """The connection, with no reply left unread on it; call with the lock held.
+
+        ``to_send``: for a command whose reply is read later, earlier replies
+        may stay unread, unless the connection was idle long enough to be probed.
+        """
+        now = time.monotonic()
+        if self._connection is None:
+            self._connection = self.client.connection_pool.get_connection()
+        else:
+            idle = now - self._used_at > PROBE_AFTER_IDLE_S
+            if self._unread and (idle or not to_send):
+                self._read_unread()
+            if idle:
+                _probe(self._connection)
+        self._used_at = now
+        return self._connection
+
+    def _read_unread(self) -> None:
+        callbacks, self._unread = self._unread, []
+        lost: BaseException | None = None
+        for on_reply in callbacks:
+            reply: Any
+            if lost is not None:
+                reply = lost
+            else:
+                try:
+                    reply = self._connection.read_response()
+                except redis.ResponseError as exc:
+                    reply = exc
+                except BaseException as exc:
+                    self._connection.disconnect()  # the rest of the replies went with it
+                    if not isinstance(exc, (redis.RedisError, OSError)):
+                        raise  # interrupted mid-read (a signal): their callbacks never hear
+                    lost = reply = _as_redis_error(exc)
+            _hand(on_reply, reply)
+
+
+def _as_redis_error(exc: BaseException) -> redis.RedisError:
+    return exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
+
+
+def _hand(on_reply: ReplyCallback, reply: Any) -> None:
+    try:
+        on_reply(reply)
+    except Exception:
+        logger.exception("a reply callback failed")
 
 
 def _probe(connection: Any) -> None:

@@ -19,6 +19,7 @@ confirm mode (each publish waits for its confirm), take ``Producer.publish``.
 from __future__ import annotations
 
 import contextlib
+from operator import itemgetter
 from struct import pack
 from typing import Any
 
@@ -34,6 +35,13 @@ _PUBLISH = 40
 _FRAME_END = b"\xce"
 #: Header fields and the one property that differ from one message of a function to the next.
 _TABLE_FIELDS = ("id", "root_id", "parent_id", "kwargsrepr")
+#: What goes in the cuts: each table field's length and value, the table's length, the correlation id.
+_SLOTS = (
+    "table length",
+    *(name for field in _TABLE_FIELDS for name in (f"{field} length", field)),
+    "correlation_id length",
+    "correlation_id",
+)
 _MARKERS = {field: f"\x00celery-defer:{field}\x00" for field in (*_TABLE_FIELDS, "correlation_id")}
 
 
@@ -93,14 +101,23 @@ class FrameTemplate:
             prefix = 1 if field == "correlation_id" else 4  # a shortstr property; long strings in the table
             cuts.append((at - prefix, at + len(encoded), field))
         cuts.sort()
-        self._pieces: list[bytes] = []
-        self._fields: list[str] = []
+        # The properties as one bytes format: the template's pieces (a literal
+        # '%' doubled) with a '%b' for each value or length prefix cut out.
+        fmt: list[bytes] = []
+        self._slots: list[str] = []
         start = 0
         for cut_at, resume_at, field in cuts:
-            self._pieces.append(props[start:cut_at])
-            self._fields.append(field)
+            fmt.append(props[start:cut_at].replace(b"%", b"%%"))
+            if field == "table length":
+                fmt.append(b"%b")
+                self._slots.append(field)
+            else:
+                fmt.append(b"%b%b")
+                self._slots += [f"{field} length", field]
             start = resume_at
-        self._tail = props[start:]
+        fmt.append(props[start:].replace(b"%", b"%%"))
+        self._format = b"".join(fmt)
+        self._pick = itemgetter(*(_SLOTS.index(slot) for slot in self._slots))
         self._table_fixed = len(table) - 4 - sum(len(_MARKERS[field].encode()) for field in _TABLE_FIELDS)
         method = pack(">HH", _BASIC, _PUBLISH) + amqp_dumps(
             "Bssbb", (0, first.exchange, first.routing_key, 0, 0)
@@ -113,38 +130,42 @@ class FrameTemplate:
         return b"".join((pack(">BHI", kind, self._channel_id, len(payload)), payload, _FRAME_END))
 
     def _properties(self, message: TaskMessage) -> bytes:
-        values = {
-            "id": message.run_id.encode(),
-            "root_id": message.root_id.encode(),
-            "parent_id": message.parent_id.encode(),
-            "kwargsrepr": message.kwargsrepr.encode(),
-            "correlation_id": message.run_id.encode(),
-        }
-        table_length = self._table_fixed + sum(len(values[field]) for field in _TABLE_FIELDS)
-        parts: list[bytes] = []
-        for piece, field in zip(self._pieces, self._fields, strict=True):
-            parts.append(piece)
-            if field == "table length":
-                parts.append(pack(">I", table_length))
-                continue
-            value = values[field]
-            if field == "correlation_id":
-                if len(value) > 255:
-                    raise ValueError("a correlation id longer than a short string")
-                parts.append(bytes((len(value),)))
-            else:
-                parts.append(pack(">I", len(value)))
-            parts.append(value)
-        parts.append(self._tail)
-        return b"".join(parts)
+        run_id = message.run_id.encode()
+        if len(run_id) > 255:
+            raise ValueError("a correlation id longer than a short string")
+        root_id, parent_id = message.root_id.encode(), message.parent_id.encode()
+        kwargsrepr = message.kwargsrepr.encode()
+        table_length = self._table_fixed + len(run_id) + len(root_id) + len(parent_id) + len(kwargsrepr)
+        values = (  # in the order of _SLOTS
+            pack(">I", table_length),
+            pack(">I", len(run_id)),
+            run_id,
+            pack(">I", len(root_id)),
+            root_id,
+            pack(">I", len(parent_id)),
+            parent_id,
+            pack(">I", len(kwargsrepr)),
+            kwargsrepr,
+            bytes((len(run_id),)),
+            run_id,
+        )
+        properties: bytes = self._format % self._pick(values)
+        return properties
 
     def render(self, message: TaskMessage) -> bytes:
         """The frames that publish ``message``: method, content header, body."""
         body = message.body.encode(message.content_encoding)
-        header = pack(">HHQ", _BASIC, 0, len(body)) + self._properties(message)
-        frames = [self._method_frame, self._frame(2, header)]
+        properties = self._properties(message)
+        # The content header frame: its frame head, then class, weight and body size.
+        frames = [
+            self._method_frame,
+            pack(">BHIHHQ", 2, self._channel_id, 12 + len(properties), _BASIC, 0, len(body)),
+            properties,
+            _FRAME_END,
+        ]
         for at in range(0, len(body), self._chunk):
-            frames.append(self._frame(3, body[at : at + self._chunk]))
+            piece = body[at : at + self._chunk]
+            frames += (pack(">BHI", 3, self._channel_id, len(piece)), piece, _FRAME_END)
         return b"".join(frames)
 
 

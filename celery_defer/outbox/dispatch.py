@@ -68,11 +68,16 @@ def dispatch(app: Celery, run_id: str, records: list[DeferRecord], *, eager: boo
 
 
 def _complete(app: Celery, run_id: str, defer_ids: list[str]) -> None:
-    """Clear what was sent, and only that: the rest stays due for a recovery pass."""
+    """Clear what was sent, and only that: the rest stays due for a recovery pass.
+
+    Nothing waits for the clearing where it can be left unread (``complete_later``).
+    """
     if not defer_ids:
         return
     try:
-        store_for(app).outbox.complete(run_id, defer_ids)
+        outbox = store_for(app).outbox
+        if not outbox.complete_later(run_id, defer_ids):
+            outbox.complete(run_id, defer_ids)
     except Exception:
         logger.warning("run %s: sent, but the outbox was not cleared", run_id, exc_info=True)
 

@@ -11,6 +11,7 @@ so every script here touches one hash slot; recovery walks every shard.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -20,6 +21,8 @@ from celery_defer.redis_clients import StoreClient, reaching
 from celery_defer.redis_clock import RedisClock
 from celery_defer.redis_io import Scripts
 from celery_defer.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 #: How long after a run finalizes its defers wait for the finalizing hook before
 #: a recovery pass may send them instead.
@@ -143,6 +146,33 @@ class RedisOutbox:
             doing=f"completing the dispatch of {run_id}",
         )
         return int(left)
+
+    def complete_later(self, run_id: str, defer_ids: Sequence[str]) -> bool:
+        """:meth:`complete`, its reply read when this process next calls Redis.
+
+        A publishing parent need not wait for it: if it is lost, the records
+        stay due and a recovery pass sends them again, copies their receivers
+        acknowledge unrun.
+
+        Returns:
+            False when it could not be sent so (call :meth:`complete`).
+        """
+
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, Exception):
+                logger.warning(
+                    "run %s: sent, but the outbox was not cleared (%s); a recovery pass sends "
+                    "its deferred runs again, and their receivers acknowledge the copies unrun",
+                    run_id,
+                    reply,
+                )
+
+        return self._script.send_later(
+            "complete",
+            [self.keys.outbox(run_id), self.keys.finalized(run_id), self.keys.attempts(run_id)],
+            [run_id, *defer_ids],
+            on_reply=on_reply,
+        )
 
     def due_again(self, run_ids: Sequence[str]) -> None:
         """Make finalized runs that a recovery pass took and could not send due now."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 import redis
 from celery import Celery
@@ -52,3 +55,24 @@ def test_a_recovery_pass_that_could_not_send_leaves_the_run_for_the_next_pass(re
     assert [r.defer_id for r in recover_once(back)] == ["a"]  # the next pass, not one lease later
     assert redis.Redis.from_url(f"{redis_url}/0").llen("celery") == 1
     assert outbox.pending_records("run-1") == []
+
+
+def test_a_clearing_nobody_waits_for_is_done_and_one_the_server_refused_is_logged(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Celery("outbox", set_as_current=False)
+    app.conf.defer_redis_url = redis_url
+    outbox = store_for(app).outbox
+    published = outbox.record("run-1", [record("a"), record("b")], final=True)
+    assert outbox.complete_later("run-1", [r.defer_id for r in published])
+    deadline = time.monotonic() + 5
+    while outbox.pending_records("run-1") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outbox.pending_records("run-1") == []
+    assert outbox.client.zscore(outbox.keys.finalized("run-1"), "run-1") is None
+
+    outbox.client.set(outbox.keys.outbox("run-2"), "not a hash")
+    assert outbox.complete_later("run-2", ["a"])
+    with caplog.at_level(logging.WARNING, logger="celery_defer.outbox.redis_outbox"):
+        outbox.record("run-3", [record("c")], final=False)  # the next call reads the refusal
+    assert "run run-2: sent, but the outbox was not cleared (WRONGTYPE" in caplog.text

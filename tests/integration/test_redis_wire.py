@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from celery_defer.redis_clients import connect
-from celery_defer.redis_io import Scripts
+from celery_defer.redis_io import Scripts, batched
 from celery_defer.redis_wire import PROBE_AFTER_IDLE_S, HeldConnection, send_in_one_write
 
 pytestmark = pytest.mark.integration
@@ -96,3 +96,46 @@ def test_the_library_client_retries_a_call_on_a_held_connection_the_server_close
     held_id = held.call(["CLIENT", "ID"])
     client.client_kill_filter(_id=held_id)
     assert held.call(["ECHO", "at once"]) == "at once"  # retried on a new connection
+
+
+def test_a_sent_command_s_reply_reaches_its_callback_when_the_connection_is_next_used(redis_url):
+    client = redis.Redis.from_url(f"{redis_url}/6", decode_responses=True)
+    held = HeldConnection(client)
+    replies: list[object] = []
+    assert held.send(["RPUSH", "sent", "a"], replies.append)
+    assert held.send(["RPUSH"], replies.append)  # refused by the server
+    deadline = time.monotonic() + 5
+    while client.llen("sent") != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.lrange("sent", 0, -1) == ["a"]  # done by the server, the reply unread
+    assert replies == []
+    assert held.call(["ECHO", "next"]) == "next"  # reads the two replies first, then its own
+    assert replies[0] == 1
+    assert isinstance(replies[1], redis.ResponseError)
+
+
+def test_a_reply_lost_with_its_connection_reaches_its_callback_as_the_error(redis_url):
+    client = redis.Redis.from_url(f"{redis_url}/6", decode_responses=True)
+    held = HeldConnection(client)
+    held_id = held.call(["CLIENT", "ID"])
+    replies: list[object] = []
+    assert held.send(["BLPOP", "nothing-comes", "5"], replies.append)  # no reply for 5 s
+    client.client_kill_filter(_id=held_id)
+    assert held.call(["ECHO", "after"]) == "after"  # on a new connection
+    assert len(replies) == 1 and isinstance(replies[0], redis.ConnectionError)
+    assert held.call(["CLIENT", "ID"]) != held_id
+
+
+def test_a_sent_script_call_runs_where_the_server_forgot_its_scripts_and_none_under_a_batch(redis_url):
+    client = redis.Redis.from_url(f"{redis_url}/6", decode_responses=True)
+    scripts = Scripts(client, "outbox", ("complete",))
+    client.hset("outbox:s", mapping={"d0": "x", "d1": "x"})
+    client.script_flush()
+    replies: list[object] = []
+    keys = ["outbox:s", "finalized", "attempts"]
+    assert scripts.send_later("complete", keys, ["s", "d0"], on_reply=replies.append)
+    with batched(client):
+        assert not scripts.send_later("complete", keys, ["s", "d1"], on_reply=replies.append)
+    assert client.ping()
+    assert scripts("complete", keys, ["s"], doing="testing") == 1  # reads the sent call's reply first
+    assert replies == [1] and client.hkeys("outbox:s") == ["d1"]
