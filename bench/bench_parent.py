@@ -1,7 +1,7 @@
 """What defers cost the parent, side by side with doing it by hand, on a real prefork worker.
 
     python bench/bench_parent.py [--broker redis|amqp://guest:guest@127.0.0.1:5672//]
-                                 [--only cost,latency,e2e] [--rounds 30]
+                                 [--only cost,latency,e2e] [--rounds 30] [--phases]
 
 Starts a private ``redis-server`` (state, results, timestamps, and the broker
 unless ``--broker`` names another) and ``celery worker`` subprocesses of
@@ -15,6 +15,11 @@ baseline measured in the same run:
    run against a ``link`` callback (worker with two processes).
 3. **e2e**: 200 parents x 5 children on one prefork worker, wall time until the
    last child ran, defers against ``apply_async`` from the body.
+
+``--phases`` also times each step of the deferring parents inside the cost
+worker (``bench/parent_phases.py``: the ``defer()`` calls, record, publish,
+clearing; wall and CPU) and prints the medians; its wrappers add a little to
+that run's cost figures.
 """
 
 from __future__ import annotations
@@ -152,6 +157,7 @@ def main() -> None:
     parser.add_argument("--broker", default="redis", help="'redis' (the private server) or a broker URL")
     parser.add_argument("--only", default="cost,latency,e2e")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--phases", action="store_true", help="time each step of a parent inside the worker")
     args = parser.parse_args()
     only = set(args.only.split(","))
     with RedisServer() as server:
@@ -167,12 +173,17 @@ def main() -> None:
         print(f"broker: {app.app.conf.broker_url.split('@')[-1]}")
         try:
             if "cost" in only:
-                worker = Worker(env, concurrency=1, queue=app.app.conf.task_default_queue)
+                cost_env = {**env, "CDB_PHASES": "1"} if args.phases else env
+                worker = Worker(cost_env, concurrency=1, queue=app.app.conf.task_default_queue)
                 worker.wait_ready(app)
                 try:
                     bench_cost(app, stamps, args.rounds)
                 finally:
                     worker.stop()
+                if args.phases:
+                    from bench import parent_phases
+
+                    parent_phases.report(stamps)
             for name, call in (
                 ("latency", lambda: bench_latency(app, stamps, args.rounds * 2)),
                 ("e2e", lambda: bench_e2e(app, stamps, 200, 5)),

@@ -2,8 +2,9 @@
 
 Configured from the environment so the benchmark process and its worker agree:
 ``CDB_REDIS_URL`` (the private Redis: state in db 2, timestamps in db 3),
-``CDB_BROKER_URL`` (the broker; the Redis db 0 by default) and ``CDB_PREFIX``
-(put before every queue name, so runs sharing a RabbitMQ do not meet).
+``CDB_BROKER_URL`` (the broker; the Redis db 0 by default), ``CDB_PREFIX``
+(put before every queue name, so runs sharing a RabbitMQ do not meet) and
+``CDB_PHASES`` (time each step of a parent's dispatch: ``bench/parent_phases.py``).
 
 Timestamps are ``time.time()`` written at Celery's ``task_prerun``: the benchmark
 process and the worker run on one host, so they share the clock.
@@ -39,6 +40,10 @@ app.conf.update(
 )
 
 _stamps = redis.Redis.from_url(f"{REDIS_URL}/3")
+if os.environ.get("CDB_PHASES"):
+    from bench import parent_phases
+
+    parent_phases.install(_stamps)
 DATA = {"to": "someone@example.com", "subject": "Your order", "body": "Thanks! " * 8}
 
 
