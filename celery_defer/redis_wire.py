@@ -42,6 +42,9 @@ import redis
 #: A held connection unused this long is probed before use, as the pool probes each one it hands out.
 PROBE_AFTER_IDLE_S = 1.0
 
+#: Replies a connection may hold unread before a send reads them first (they are never unbounded).
+MAX_UNREAD = 64
+
 #: A command and its arguments, as redis-py's ``execute_command`` takes them.
 Command = Sequence[str | bytes | int]
 #: What gets the reply of a command sent with :meth:`HeldConnection.send`.
@@ -178,14 +181,15 @@ class HeldConnection:
         """The connection, with no reply left unread on it; call with the lock held.
 
         ``to_send``: for a command whose reply is read later, earlier replies
-        may stay unread, unless the connection was idle long enough to be probed.
+        may stay unread, unless the connection was idle long enough to be
+        probed or :data:`MAX_UNREAD` of them wait.
         """
         now = time.monotonic()
         if self._connection is None:
             self._connection = self.client.connection_pool.get_connection()
         else:
             idle = now - self._used_at > PROBE_AFTER_IDLE_S
-            if self._unread and (idle or not to_send):
+            if self._unread and (idle or not to_send or len(self._unread) >= MAX_UNREAD):
                 self._read_unread()
             if idle:
                 _probe(self._connection)

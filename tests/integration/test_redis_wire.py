@@ -11,7 +11,7 @@ import redis
 
 from celery_defer.redis_clients import connect
 from celery_defer.redis_io import Scripts, batched
-from celery_defer.redis_wire import PROBE_AFTER_IDLE_S, HeldConnection, send_in_one_write
+from celery_defer.redis_wire import MAX_UNREAD, PROBE_AFTER_IDLE_S, HeldConnection, send_in_one_write
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +139,13 @@ def test_a_sent_script_call_runs_where_the_server_forgot_its_scripts_and_none_un
     assert client.ping()
     assert scripts("complete", keys, ["s"], doing="testing") == 1  # reads the sent call's reply first
     assert replies == [1] and client.hkeys("outbox:s") == ["d1"]
+
+
+def test_sends_alone_never_leave_more_than_a_bounded_number_of_replies_unread(redis_url):
+    client = redis.Redis.from_url(f"{redis_url}/6", decode_responses=True)
+    held = HeldConnection(client)
+    replies: list[object] = []
+    for i in range(MAX_UNREAD * 3):
+        assert held.send(["RPUSH", "bounded", str(i)], replies.append)
+    assert len(replies) >= MAX_UNREAD * 2  # read by later sends, none waiting for a call
+    assert replies == list(range(1, len(replies) + 1))
