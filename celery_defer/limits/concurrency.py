@@ -6,11 +6,19 @@ frees a slot hands it, in the same atomic call, to the head of the line, and
 :attr:`ConcurrencyGuard.send` publishes that run's message; the slot is held for
 it meanwhile, so no newcomer takes it. Without a parcel a waiter polls (it
 checks back after a delay that grows with its position).
+
+Runs given slots a moment apart are delivered to different pool processes (or
+workers) and race to their handlers: a run given a slot while a run given one
+before it has not begun yet waits for it (:meth:`ConcurrencyGuard.await_turn`),
+at most :data:`~celery_defer.limits.backend.HANDED_PATIENCE_MS` after that run
+was given its slot, so that a lost run holds the others up only that long, once.
+Runs that arrive in order learn so from their slot's acquire: no extra call.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from celery_defer.limits.backend import Handoff, LeaseResult, LimitBackend
@@ -25,6 +33,8 @@ SendHandoffs = Callable[[Sequence[Handoff]], None]
 DEFAULT_RUN_S = 1.0
 #: Shortest wait handed out, so waiters never spin.
 MIN_WAIT_S = 0.05
+#: How often a run waiting its turn to begin asks again (ms).
+TURN_POLL_MS = 5
 
 
 def compute_wait_delay_s(
@@ -94,7 +104,7 @@ class ConcurrencyGuard(Guard):
         )
         self._send(result.handoffs)
         if result.acquired:
-            return Decision.proceed()
+            return Decision.proceed(behind_ms=result.behind_ms)
         if result.parked:
             return Decision.park(f"concurrency limit {self.limit}", ahead=result.position)
         delay_s = self.wait_delay_s(result)
@@ -111,6 +121,13 @@ class ConcurrencyGuard(Guard):
             lease_s=self.lease_s,
             default_run_s=self.default_run_s,
         )
+
+    def await_turn(self, key: str, behind_ms: float | None, *, holder: str) -> None:
+        """A run :meth:`check` found behind an unbegun run (``behind_ms``) waits for it, a while."""
+        if behind_ms is None:
+            return
+        while wait_ms := self.backend.lease_turn(key, holder, behind_ms, TURN_POLL_MS):
+            time.sleep(wait_ms / 1000)
 
     def renew(self, key: str, *, holder: str) -> bool:
         """Extend the holder's slot by a lease; False if it was lost."""
