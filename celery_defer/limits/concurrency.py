@@ -12,7 +12,9 @@ workers) and race to their handlers: a run given a slot while a run given one
 before it has not begun yet waits for it (:meth:`ConcurrencyGuard.await_turn`),
 at most :data:`~celery_defer.limits.backend.HANDED_PATIENCE_MS` after that run
 was given its slot, so that a lost run holds the others up only that long, once.
-Runs that arrive in order learn so from their slot's acquire: no extra call.
+Its turn comes when that run took its slot, a moment before its handler starts:
+a run that waited then waits :data:`TURN_SETTLE_MS` more. Runs that arrive in
+order learn so from their slot's acquire: no extra call.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ DEFAULT_RUN_S = 1.0
 MIN_WAIT_S = 0.05
 #: How often a run waiting its turn to begin asks again (ms).
 TURN_POLL_MS = 5
+#: Once its turn came, how long a run that waited lets the run it waited for,
+#: which has just taken its slot, go ahead to its handler (ms).
+TURN_SETTLE_MS = 10
 
 
 def compute_wait_delay_s(
@@ -126,8 +131,12 @@ class ConcurrencyGuard(Guard):
         """A run :meth:`check` found behind an unbegun run (``behind_ms``) waits for it, a while."""
         if behind_ms is None:
             return
+        waited = False
         while wait_ms := self.backend.lease_turn(key, holder, behind_ms, TURN_POLL_MS):
+            waited = True
             time.sleep(wait_ms / 1000)
+        if waited:
+            time.sleep(TURN_SETTLE_MS / 1000)
 
     def renew(self, key: str, *, holder: str) -> bool:
         """Extend the holder's slot by a lease; False if it was lost."""
