@@ -210,6 +210,11 @@ def parked_key(key: str) -> str:
     return f"{key}:parked"
 
 
+def handed_key(key: str) -> str:
+    """Key of the runs given a slot and not begun yet beside a concurrency key (zset: run id -> ms)."""
+    return f"{key}:handed"
+
+
 def line_entry(key: str, *, limit: int, lease_ms: int) -> str:
     """Member of the lines index naming a concurrency key with what restarting it needs."""
     return f"{limit}:{lease_ms}:{key}"

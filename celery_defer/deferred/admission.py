@@ -175,6 +175,8 @@ class FlowControl:
                     )
                 if guard.lease_s is not None:
                     admission.held.append((guard, key))
+                    if isinstance(guard, ConcurrencyGuard):
+                        guard.await_turn(key, decision.behind_ms, holder=run_id)
                 else:
                     admission.passed.append(spec.slot)
                 admission.payload = decision.payload or admission.payload

@@ -39,7 +39,9 @@ Per guard:
   calls ``send`` with its message; ``Lines`` (``celery_defer.limits.lines``)
   restarts lines whose head was lost. Without a parcel ``check`` queues the run
   (FIFO; the delay grows with its queue position and the average run time).
-  While the run executes keep the slot alive::
+  After a ``proceed``, ``await_turn(key, decision.behind_ms, holder=...)``
+  waits (briefly, bounded) for runs given a slot before this one that have not
+  begun yet. While the run executes keep the slot alive::
 
       default_keeper().register(  # celery_defer.lease_keepertoken, lease_s=guard.lease_s,
                                 renew=functools.partial(guard.renew, key, holder=run_id))

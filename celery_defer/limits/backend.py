@@ -26,6 +26,9 @@ DEBOUNCE_GRACE_MS = 24 * 3600 * 1000
 PARK_TTL_MS = 24 * 3600 * 1000
 #: How long after its time a throttle booking not begun is given up (its run went away).
 BOOKING_GRACE_MS = 60 * 1000
+#: How long after it was given a concurrency slot a run not begun yet is waited
+#: for by the runs given one after it (then it went away: nobody waits for it).
+HANDED_PATIENCE_MS = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,10 @@ class LeaseResult:
         avg_run_ms: average run duration seen on this key, if any run was released.
         parked: the caller waits in the key's line (it gave a parcel).
         handoffs: parked runs this call handed a free slot to; the caller sends them.
+        behind_ms: when ``acquired`` and a run given a slot before the caller
+            has not begun yet, the time (ms, the backend's clock) the caller
+            was given its slot: it waits its turn with
+            :meth:`LimitBackend.lease_turn`; ``None`` otherwise.
     """
 
     acquired: bool
@@ -58,6 +65,7 @@ class LeaseResult:
     avg_run_ms: float | None
     parked: bool = False
     handoffs: tuple[Handoff, ...] = ()
+    behind_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,21 @@ class LimitBackend(abc.ABC):
         the line, for :data:`PARK_TTL_MS`. Without one it queues in FIFO order
         and polls: it takes a slot once one is free and it is within the first
         free-slot-count live waiters in arrival order.
+
+        Runs given a slot (handed one, or taking a free one) are to begin in
+        that order: a caller that finds a run given one before it, less than
+        :data:`HANDED_PATIENCE_MS` ago, that has not begun (taken its slot
+        here) yet gets ``behind_ms``.
+        """
+
+    @abc.abstractmethod
+    def lease_turn(self, key: str, holder: str, behind_ms: float, poll_ms: int) -> int:
+        """Ms to wait before asking again (0: go) for ``holder``, given ``behind_ms`` by acquire.
+
+        A run given a slot before ``behind_ms`` that has not begun (or, waiting
+        its own turn, begun) yet is waited for, until :data:`HANDED_PATIENCE_MS`
+        after it was given its slot (then it went away). When its turn comes,
+        ``holder`` leaves the runs waited for.
         """
 
     @abc.abstractmethod

@@ -42,6 +42,9 @@ class Decision:
         parked: with ``wait``, the run waits in the guard's line
             (``ConcurrencyGuard``): it leaves the queue, and the run that frees
             a slot sends it; ``ahead`` runs were parked before it.
+        behind_ms: with ``proceed`` (``ConcurrencyGuard``), a run given a slot
+            before this one has not begun yet: this one waits its turn first
+            (``ConcurrencyGuard.await_turn``); the time it was given its slot.
     """
 
     action: Action
@@ -52,11 +55,14 @@ class Decision:
     reserved: bool = False
     parked: bool = False
     ahead: int = 0
+    behind_ms: float | None = None
 
     @classmethod
-    def proceed(cls, *, payload: str | None = None, preempted: str | None = None) -> Decision:
-        """Start the run now."""
-        return cls("proceed", payload=payload, preempted=preempted)
+    def proceed(
+        cls, *, payload: str | None = None, preempted: str | None = None, behind_ms: float | None = None
+    ) -> Decision:
+        """Start the run now (once its turn came, with ``behind_ms``)."""
+        return cls("proceed", payload=payload, preempted=preempted, behind_ms=behind_ms)
 
     @classmethod
     def wait(

@@ -6,11 +6,21 @@ frees a slot hands it, in the same atomic call, to the head of the line, and
 :attr:`ConcurrencyGuard.send` publishes that run's message; the slot is held for
 it meanwhile, so no newcomer takes it. Without a parcel a waiter polls (it
 checks back after a delay that grows with its position).
+
+Runs given slots a moment apart are delivered to different pool processes (or
+workers) and race to their handlers: a run given a slot while a run given one
+before it has not begun yet waits for it (:meth:`ConcurrencyGuard.await_turn`),
+at most :data:`~celery_defer.limits.backend.HANDED_PATIENCE_MS` after that run
+was given its slot, so that a lost run holds the others up only that long, once.
+Its turn comes when that run took its slot, a moment before its handler starts:
+a run that waited then waits :data:`TURN_SETTLE_MS` more. Runs that arrive in
+order learn so from their slot's acquire: no extra call.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from celery_defer.limits.backend import Handoff, LeaseResult, LimitBackend
@@ -25,6 +35,11 @@ SendHandoffs = Callable[[Sequence[Handoff]], None]
 DEFAULT_RUN_S = 1.0
 #: Shortest wait handed out, so waiters never spin.
 MIN_WAIT_S = 0.05
+#: How often a run waiting its turn to begin asks again (ms).
+TURN_POLL_MS = 5
+#: Once its turn came, how long a run that waited lets the run it waited for,
+#: which has just taken its slot, go ahead to its handler (ms).
+TURN_SETTLE_MS = 10
 
 
 def compute_wait_delay_s(
@@ -94,7 +109,7 @@ class ConcurrencyGuard(Guard):
         )
         self._send(result.handoffs)
         if result.acquired:
-            return Decision.proceed()
+            return Decision.proceed(behind_ms=result.behind_ms)
         if result.parked:
             return Decision.park(f"concurrency limit {self.limit}", ahead=result.position)
         delay_s = self.wait_delay_s(result)
@@ -111,6 +126,17 @@ class ConcurrencyGuard(Guard):
             lease_s=self.lease_s,
             default_run_s=self.default_run_s,
         )
+
+    def await_turn(self, key: str, behind_ms: float | None, *, holder: str) -> None:
+        """A run :meth:`check` found behind an unbegun run (``behind_ms``) waits for it, a while."""
+        if behind_ms is None:
+            return
+        waited = False
+        while wait_ms := self.backend.lease_turn(key, holder, behind_ms, TURN_POLL_MS):
+            waited = True
+            time.sleep(wait_ms / 1000)
+        if waited:
+            time.sleep(TURN_SETTLE_MS / 1000)
 
     def renew(self, key: str, *, holder: str) -> bool:
         """Extend the holder's slot by a lease; False if it was lost."""

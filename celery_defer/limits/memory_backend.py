@@ -82,6 +82,10 @@ class MemoryLimitBackend(LimitBackend):
         with self._lock:
             return self._leases.acquire(self._clock_ms(), key, holder, limit, lease_ms, waiter_ttl_ms, parcel)
 
+    def lease_turn(self, key: str, holder: str, behind_ms: float, poll_ms: int) -> int:
+        # One process: no turns kept here (lease_acquire never sets behind_ms).
+        return 0
+
     def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         with self._lock:
             return self._leases.renew(self._clock_ms(), key, holder, lease_ms)

@@ -16,6 +16,7 @@ from celery_defer.keys import (
     began_key,
     booked_key,
     cancel_key,
+    handed_key,
     kept_starts_key,
     line_key,
     parked_key,
@@ -27,6 +28,7 @@ from celery_defer.limits.backend import (
     BOOKING_GRACE_MS,
     DEBOUNCE_GRACE_MS,
     EWMA_ALPHA,
+    HANDED_PATIENCE_MS,
     PARK_TTL_MS,
     BeginResult,
     DebounceResult,
@@ -45,6 +47,7 @@ _SCRIPTS = (
     "concurrency_renew",
     "concurrency_release",
     "concurrency_restart",
+    "concurrency_turn",
     "lines_note",
     "lines_forget",
     "throttle_take",
@@ -68,7 +71,15 @@ def _opt(value: float | None) -> str:
 
 def _concurrency_keys(key: str) -> tuple[str, ...]:
     # One guard's keys only, all built beside its key (they share its hash tag).
-    return (key, waiters_key(key), seen_key(key), avg_key(key), line_key(key), parked_key(key))
+    return (
+        key,
+        waiters_key(key),
+        seen_key(key),
+        avg_key(key),
+        line_key(key),
+        parked_key(key),
+        handed_key(key),
+    )
 
 
 def _handoffs(flat: list[str]) -> tuple[Handoff, ...]:
@@ -100,18 +111,23 @@ class RedisLimitBackend(LimitBackend):
         *,
         parcel: str | None = None,
     ) -> LeaseResult:
-        args = (holder, limit, lease_ms, waiter_ttl_ms, parcel or "", PARK_TTL_MS)
+        args = (holder, limit, lease_ms, waiter_ttl_ms, parcel or "", PARK_TTL_MS, HANDED_PATIENCE_MS)
         reply = self._call(
             "concurrency_acquire", _concurrency_keys(key), args, doing="taking a concurrency slot"
         )
-        acquired, rank, avg, parked = reply[:4]
+        acquired, rank, avg, parked, behind = reply[:5]
         return LeaseResult(
             acquired=bool(acquired),
             position=int(rank),
             avg_run_ms=None if avg is None else float(avg),
             parked=bool(parked),
-            handoffs=_handoffs(reply[4:]),
+            handoffs=_handoffs(reply[5:]),
+            behind_ms=float(behind) if behind else None,
         )
+
+    def lease_turn(self, key: str, holder: str, behind_ms: float, poll_ms: int) -> int:
+        args = (holder, f"{behind_ms:.3f}", HANDED_PATIENCE_MS, poll_ms)
+        return int(self._call("concurrency_turn", (handed_key(key),), args, doing="waiting for a turn"))
 
     def lease_renew(self, key: str, holder: str, lease_ms: int) -> bool:
         renewed = self._call("concurrency_renew", (key,), (holder, lease_ms), doing="renewing a slot")

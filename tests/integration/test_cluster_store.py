@@ -137,6 +137,7 @@ def run_limits(backend: RedisLimitBackend, keys: KeySpace) -> None:
         assert backend.lease_acquire(conc, "a", 1, 60_000, 60_000).acquired
         assert not backend.lease_acquire(conc, "b", 1, 60_000, 60_000).acquired
         assert backend.lease_renew(conc, "a", 60_000)
+        assert backend.lease_turn(conc, "a", 0.0, 5) == 0
         backend.lease_release(conc, "a", 12.5)
         assert backend.line_restart(conc, 1, 60_000)[0] >= 0
         backend.lines_note(keys.lines(), f"1:60000:{conc}")

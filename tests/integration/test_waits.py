@@ -75,3 +75,41 @@ def test_parked_runs_start_first_come_first_served_and_the_limit_holds(start_wor
     logs = "".join(worker.log() for worker in workers)
     assert "parked in the concurrency line of fifo-line" in logs
     assert not bare_ignored(logs, "fifo-line")
+
+
+def park_after_two_hogs(app_module: Any, seen: Any, tags: list[str]) -> None:
+    """Two runs of ``fifo-pair`` take both slots; runs tagged ``tags`` then park in that order."""
+    app_module.fan_out.delay("fifo-pair", [{"i": "hog", "sleep": 1.2}, {"i": "hog", "sleep": 1.2}])
+    wait_for(lambda: len(of(seen("start"), "fifo-pair")) == 2)
+    for count, tag in enumerate(tags, start=3):
+        app_module.fan_out.delay("fifo-pair", [{"i": tag}])
+        wait_for(lambda count=count: len(of(seen("delivered"), "fifo-pair")) == count)
+        time.sleep(0.15)  # it parks before the next one asks
+
+
+def started(seen: Any) -> list[tuple[str, float]]:
+    return [(event["data"]["i"], event["t"]) for event in of(seen("start"), "fifo-pair")]
+
+
+def test_runs_handed_slots_a_moment_apart_begin_in_the_order_they_were_handed(start_worker, app_module, seen):
+    start_worker(concurrency=4)
+    # Both hogs end at once: "a" is handed the first slot, "b" the second, but
+    # a's message is sent 0.1 s late, so b reaches a pool process first.
+    park_after_two_hogs(app_module, seen, ["hand-over-late", "b"])
+    wait_for(lambda: len(of(seen("end"), "fifo-pair")) == 4, timeout_s=30)
+    assert [tag for tag, _ in started(seen)] == ["hog", "hog", "hand-over-late", "b"]
+    assert max(event["total"] for event in of(seen("start"), "fifo-pair")) == 2
+
+
+def test_a_run_handed_a_slot_and_lost_holds_the_line_up_only_a_while(start_worker, app_module, seen):
+    start_worker(concurrency=4)
+    park_after_two_hogs(app_module, seen, ["hand-over-lost", "b", "c"])
+    wait_for(lambda: len(of(seen("end"), "fifo-pair")) == 5, timeout_s=30)
+    [lost] = seen("lost")
+    starts = dict(started(seen)[2:])
+    assert starts["b"] - lost["t"] < 0.25 + 0.5  # waited for the lost run at most its patience
+    # c is not held up by it again; the lost run starts once its slot's lease
+    # (defer_lease=3 s) ran out and the line was restarted.
+    assert starts["b"] < starts["c"] < starts["hand-over-lost"]
+    assert starts["hand-over-lost"] - lost["t"] > 3
+    assert max(event["total"] for event in of(seen("start"), "fifo-pair")) == 2

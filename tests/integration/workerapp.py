@@ -27,6 +27,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_defer, defer, step
+from celery_defer.deferred import parking
 
 REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
 ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
@@ -358,6 +359,8 @@ FLOW = {
     # Waiting without polling (tests/integration/test_waits.py): deliveries are recorded.
     "fifo-throttle": {"throttle": {"limit": 5, "period": "2s"}},
     "fifo-line": {"concurrency": 1},
+    # Runs handed the two slots a moment apart (tests/integration/test_waits.py).
+    "fifo-pair": {"concurrency": 2},
     # Cancel combined with a guard that makes the newcomer wait first.
     "single-cancel-throttled": {
         "singleton": {"key": "event.data.k", "mode": "cancel"},
@@ -368,6 +371,22 @@ flow_functions = {
     fn_id: create_defer(app, {"id": fn_id, "retries": 0, **config}, flow_run)  # type: ignore[typeddict-item]
     for fn_id, config in FLOW.items()
 }
+
+
+_send_kept = parking.send_kept
+
+
+def _send_kept_as_told(app: Celery, run_id: str, text: str) -> None:
+    """Sends a parked run handed a slot: late, or lost once, when its data says so."""
+    if "hand-over-late" in text:
+        time.sleep(0.1)
+    elif "hand-over-lost" in text and _state.set(f"lost:{run_id}", 1, nx=True):
+        seen("lost", run_id=run_id)
+        return
+    _send_kept(app, run_id, text)
+
+
+parking.send_kept = _send_kept_as_told
 
 
 @task_prerun.connect

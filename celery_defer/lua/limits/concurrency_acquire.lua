@@ -6,14 +6,22 @@
 -- KEYS[4] avg      string: EWMA of run durations (ms), read only here
 -- KEYS[5] line     list: parked run ids, first come first
 -- KEYS[6] parked   hash: parked run id -> the message that starts it (JSON)
+-- KEYS[7] handed   zset: run id -> when it was given its slot (ms), not begun yet
 -- ARGV: holder, limit, lease_ms, waiter_ttl_ms, parcel ('' = queue and poll),
---       park_ttl_ms
+--       park_ttl_ms, patience_ms (how long a run given a slot is waited for)
 -- A parked run stays in KEYS[6] until it arrives holding the slot handed to it:
 -- one that is in KEYS[6], neither in the line nor holding, lost its hand-over
 -- (its slot's lease ran out first) and goes back to the head of the line.
+-- A run given a slot (handed one in the line, or taking a free one) begins in
+-- the order runs were given one: a caller that finds a run given a slot before
+-- it, less than patience_ms ago, that has not begun (taken its slot here) yet
+-- stays among the handed runs, so that runs behind it wait too, and waits its
+-- turn (concurrency_turn.lua).
 -- Returns {acquired 0|1, rank (waiters ahead), avg run ms or false, parked 0|1,
+-- the caller's hand-over time (ms) when it waits its turn, else '',
 -- run id, message, run id, message, ...}: the parked runs this call handed a
 -- free slot to, which the caller sends.
+--#include limits/hand_over
 local now = redis_now_ms()
 local holder = ARGV[1]
 local limit = tonumber(ARGV[2])
@@ -21,6 +29,7 @@ local lease_ms = tonumber(ARGV[3])
 local waiter_ttl_ms = tonumber(ARGV[4])
 local parcel = ARGV[5]
 local park_ttl_ms = tonumber(ARGV[6])
+local patience_ms = tonumber(ARGV[7])
 
 -- Scores go out as strings: Lua would print large numbers with 14 digits only.
 local function fmt(x) return string.format('%.3f', x) end
@@ -39,18 +48,34 @@ for _, w in ipairs(stale) do
 end
 local avg = redis.call('GET', KEYS[4])
 
+-- Whether a run given a slot before the caller has not begun yet: then the
+-- caller's hand-over time, and it stays among the handed runs until its turn.
+-- A caller more than patience_ms late for its own hand-over goes at once.
+local function turn()
+  local mine = redis.call('ZSCORE', KEYS[7], holder)
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', fmt(now - patience_ms))
+  local first = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
+  if not first or first == holder then
+    if first then redis.call('ZREM', KEYS[7], holder) end
+    return ''
+  end
+  if not mine then return mark_handed(KEYS[7], holder, now, lease_ms) end
+  if tonumber(mine) <= now - patience_ms then return '' end
+  return mine
+end
+
 local function hold()
   redis.call('ZADD', KEYS[1], fmt(now + lease_ms), holder)
   extend_ttl(KEYS[1], lease_ms)
   redis.call('ZREM', KEYS[2], holder)
   redis.call('ZREM', KEYS[3], holder)
   redis.call('HDEL', KEYS[6], holder)
-  return {1, 0, avg, 0}
+  return {1, 0, avg, 0, turn()}
 end
 
 if redis.call('ZSCORE', KEYS[1], holder) then return hold() end
 
-local reply = {0, 0, avg, 0}
+local reply = {0, 0, avg, 0, ''}
 if redis.call('HEXISTS', KEYS[6], holder) == 1 and not redis.call('LPOS', KEYS[5], holder) then
   redis.call('LPUSH', KEYS[5], holder) -- its hand-over was lost: first in line again
 end
@@ -67,12 +92,13 @@ while limit - redis.call('ZCARD', KEYS[1]) > 0 do
   if message then
     redis.call('ZADD', KEYS[1], fmt(now + lease_ms), head)
     extend_ttl(KEYS[1], lease_ms)
+    mark_handed(KEYS[7], head, now, lease_ms)
     table.insert(reply, head)
     table.insert(reply, message)
   end
 end
 local function answer(result)
-  for i = 5, #reply do table.insert(result, reply[i]) end
+  for i = 6, #reply do table.insert(result, reply[i]) end
   return result
 end
 if me then return answer(hold()) end

@@ -1,6 +1,7 @@
 -- Restart a line whose head was lost (recovery): slots are free, runs parked.
--- KEYS[1] holders (zset), KEYS[5] line (list), KEYS[6] parked (hash), as in
--- concurrency_acquire.lua (KEYS[2..4] unused, passed for one key layout)
+-- KEYS[1] holders (zset), KEYS[5] line (list), KEYS[6] parked (hash), KEYS[7]
+-- handed (zset), as in concurrency_acquire.lua (KEYS[2..4] unused, passed for
+-- one key layout)
 -- ARGV: limit, lease_ms
 -- A parked run neither in the line nor holding a slot lost its hand-over (the
 -- worker that should have sent it died, or the send failed, and the slot's
@@ -20,6 +21,6 @@ for _, id in ipairs(redis.call('HKEYS', KEYS[6])) do
   end
 end
 local reply = {0}
-hand_over(KEYS[1], KEYS[5], KEYS[6], limit, now, lease_ms, reply)
+hand_over(KEYS[1], KEYS[5], KEYS[6], KEYS[7], limit, now, lease_ms, reply)
 reply[1] = redis.call('HLEN', KEYS[6])
 return reply

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_defer.limits import LimitBackend
+from celery_defer.limits import LimitBackend, MemoryLimitBackend
 from celery_defer.limits.backend import BeginResult, Handoff, LeaseResult
 
 from .test_backends import TOLERANCE_MS, Elapse, assert_delay
@@ -194,6 +194,68 @@ def test_a_newcomer_finding_free_slots_and_a_line_sends_the_head_and_parks(
     elapse(200 + TOLERANCE_MS)  # a died holding the slot
     result = park(backend, "newcomer", lease_ms=200)
     assert (result.acquired, result.parked, result.handoffs) == (False, True, (Handoff("b", "msg-b"),))
+
+
+def two_handed_after_two_holders(backend: LimitBackend) -> None:
+    """a and b hold both slots, c and d park, and a then b end: c is handed a slot, then d."""
+    for holder in ("a", "b", "c", "d"):
+        park(backend, holder, limit=2)
+    assert backend.lease_release(KEY, "a", None, limit=2, lease_ms=5000) == (Handoff("c", "msg-c"),)
+    assert backend.lease_release(KEY, "b", None, limit=2, lease_ms=5000) == (Handoff("d", "msg-d"),)
+
+
+def lease_turn(backend: LimitBackend, holder: str, result: LeaseResult) -> int:
+    assert result.behind_ms is not None
+    return backend.lease_turn(KEY, holder, result.behind_ms, 5)
+
+
+def test_runs_handed_slots_and_arriving_in_order_have_no_turn_to_wait(backend: LimitBackend) -> None:
+    two_handed_after_two_holders(backend)
+    assert park(backend, "c", limit=2).behind_ms is None
+    assert park(backend, "d", limit=2).behind_ms is None
+
+
+def test_a_run_handed_a_slot_waits_for_one_handed_a_slot_before_it(backend: LimitBackend) -> None:
+    two_handed_after_two_holders(backend)
+    d = park(backend, "d", limit=2)  # d's message happens to arrive first
+    assert d.acquired
+    if isinstance(backend, MemoryLimitBackend):
+        assert d.behind_ms is None  # one process: the memory backend keeps no turns
+        return
+    assert lease_turn(backend, "d", d) > 0
+    assert park(backend, "c", limit=2).behind_ms is None  # c arrives: its turn
+    assert lease_turn(backend, "d", d) == 0  # then d
+
+
+def test_a_newcomer_taking_a_free_slot_waits_for_a_run_handed_one_before(backend: LimitBackend) -> None:
+    for holder in ("a", "b", "c"):
+        park(backend, holder, limit=2)
+    assert backend.lease_release(KEY, "a", None, limit=2, lease_ms=5000) == (Handoff("c", "msg-c"),)
+    backend.lease_release(KEY, "b", None, limit=2, lease_ms=5000)  # nobody left in line: a slot is free
+    newcomer = park(backend, "newcomer", limit=2)
+    assert newcomer.acquired
+    if isinstance(backend, MemoryLimitBackend):
+        assert newcomer.behind_ms is None
+        return
+    assert lease_turn(backend, "newcomer", newcomer) > 0  # c, handed its slot before, has not begun
+    assert park(backend, "c", limit=2).behind_ms is None
+    assert lease_turn(backend, "newcomer", newcomer) == 0
+
+
+def test_a_lost_handed_run_holds_the_runs_behind_it_up_only_a_while(
+    backend: LimitBackend, elapse: Elapse
+) -> None:
+    two_handed_after_two_holders(backend)
+    park(backend, "e", limit=2)
+    d = park(backend, "d", limit=2)  # c was lost
+    if isinstance(backend, MemoryLimitBackend):
+        assert d.behind_ms is None
+        return
+    assert 0 < lease_turn(backend, "d", d) <= 5  # asks again soon
+    elapse(260)  # c was handed its slot over 250 ms ago: given up
+    assert lease_turn(backend, "d", d) == 0
+    assert backend.lease_release(KEY, "d", None, limit=2, lease_ms=5000) == (Handoff("e", "msg-e"),)
+    assert park(backend, "e", limit=2).behind_ms is None  # and nobody waits for c again
 
 
 def test_the_lines_index_forgets_only_what_did_not_park_again(backend: LimitBackend) -> None:
