@@ -80,23 +80,7 @@ if redis.call('HEXISTS', KEYS[6], holder) == 1 and not redis.call('LPOS', KEYS[5
   redis.call('LPUSH', KEYS[5], holder) -- its hand-over was lost: first in line again
 end
 -- Free slots go to the head of the line first (a holder's lease ran out).
-local me = false
-while limit - redis.call('ZCARD', KEYS[1]) > 0 do
-  local head = redis.call('LPOP', KEYS[5])
-  if not head then break end
-  if head == holder then
-    me = true
-    break
-  end
-  local message = redis.call('HGET', KEYS[6], head)
-  if message then
-    redis.call('ZADD', KEYS[1], fmt(now + lease_ms), head)
-    extend_ttl(KEYS[1], lease_ms)
-    mark_handed(KEYS[7], head, now, lease_ms)
-    table.insert(reply, head)
-    table.insert(reply, message)
-  end
-end
+local _, me = hand_over(KEYS[1], KEYS[5], KEYS[6], KEYS[7], limit, now, lease_ms, reply, holder)
 local function answer(result)
   for i = 6, #reply do table.insert(result, reply[i]) end
   return result

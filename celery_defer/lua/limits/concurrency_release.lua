@@ -28,4 +28,5 @@ end
 local sent = {}
 if limit < 1 then return sent end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.3f', now))
-return hand_over(KEYS[1], KEYS[5], KEYS[6], KEYS[7], limit, now, lease_ms, sent)
+hand_over(KEYS[1], KEYS[5], KEYS[6], KEYS[7], limit, now, lease_ms, sent)
+return sent

@@ -17,11 +17,14 @@ end
 -- While the key has fewer live holders than `limit`, the head of the line (a list
 -- of run ids) takes a slot, held for it for `lease_ms`, and its kept message (the
 -- parked hash) is appended to `sent` after its id, for the caller to publish. A
--- head with no kept message left the line already and is skipped.
-local function hand_over(holders, line, parked, handed, limit, now, lease_ms, sent)
+-- head with no kept message left the line already and is skipped. When the head
+-- is `stop_at` (the calling run itself, taken off the line) handing stops there.
+-- Returns `sent`, and whether it stopped at `stop_at`.
+local function hand_over(holders, line, parked, handed, limit, now, lease_ms, sent, stop_at)
   while limit - redis.call('ZCARD', holders) > 0 do
     local head = redis.call('LPOP', line)
     if not head then break end
+    if head == stop_at then return sent, true end
     local message = redis.call('HGET', parked, head)
     if message then
       redis.call('ZADD', holders, string.format('%.3f', now + lease_ms), head)
@@ -31,5 +34,5 @@ local function hand_over(holders, line, parked, handed, limit, now, lease_ms, se
       table.insert(sent, message)
     end
   end
-  return sent
+  return sent, false
 end
