@@ -166,11 +166,8 @@ class HeldConnection:
             try:
                 connection.send_packed_command([pack(connection.encoder, [command])])
             except BaseException as exc:
-                connection.disconnect()  # earlier replies unread on it are gone too
                 callbacks, self._unread = self._unread, []
-                lost = _as_redis_error(exc)
-                for on_reply in callbacks:
-                    _hand(on_reply, lost)
+                self._lose(callbacks, exc)  # earlier replies unread on it are gone too
                 raise
             self._unread.append(on_reply)
             return True
@@ -198,26 +195,26 @@ class HeldConnection:
 
     def _read_unread(self) -> None:
         callbacks, self._unread = self._unread, []
-        lost: BaseException | None = None
-        for on_reply in callbacks:
+        for at, on_reply in enumerate(callbacks):
             reply: Any
-            if lost is not None:
-                reply = lost
-            else:
-                try:
-                    reply = self._connection.read_response()
-                except redis.ResponseError as exc:
-                    reply = exc
-                except BaseException as exc:
-                    self._connection.disconnect()  # the rest of the replies went with it
-                    if not isinstance(exc, (redis.RedisError, OSError)):
-                        raise  # interrupted mid-read (a signal): their callbacks never hear
-                    lost = reply = _as_redis_error(exc)
+            try:
+                reply = self._connection.read_response()
+            except redis.ResponseError as exc:
+                reply = exc
+            except (redis.RedisError, OSError) as exc:
+                self._lose(callbacks[at:], exc)  # the rest of the replies went with it
+                return
+            except BaseException:
+                self._connection.disconnect()
+                raise  # interrupted mid-read (a signal): their callbacks never hear
             _hand(on_reply, reply)
 
-
-def _as_redis_error(exc: BaseException) -> redis.RedisError:
-    return exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
+    def _lose(self, callbacks: list[ReplyCallback], exc: BaseException) -> None:
+        """Drop the connection; the callbacks of its unread replies get the error instead."""
+        self._connection.disconnect()
+        lost = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
+        for on_reply in callbacks:
+            _hand(on_reply, lost)
 
 
 def _hand(on_reply: ReplyCallback, reply: Any) -> None:
