@@ -105,7 +105,7 @@ def _deferred(sender: Any) -> bool:
 def _count_success(sender: Any = None, **_: Any) -> None:
     """Every completion of a deferred run (a duplicate that is acknowledged is not one)."""
     if _deferred(sender):
-        seen("done", run_id=sender.request.id, fn=sender.name)
+        seen("done", run_id=sender.request.id, fn=sender.name, pid=os.getpid())
 
 
 @task_failure.connect
@@ -140,7 +140,14 @@ def record_run(ctx: Any) -> None:
         raise RetryAfterError(data["retry_after"])
     if data.get("sleep"):
         time.sleep(data["sleep"])
-    seen("finished", defer_id=ctx.parents[0].defer_id, parent=ctx.parents[0].run_id, run_id=ctx.run_id)
+    seen(
+        "finished",
+        defer_id=ctx.parents[0].defer_id,
+        parent=ctx.parents[0].run_id,
+        run_id=ctx.run_id,
+        pid=os.getpid(),
+        worker=os.getppid(),
+    )
 
 
 recorder = create_defer(app, {"id": "recorder", "retries": 2}, record_run)
