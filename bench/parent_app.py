@@ -111,3 +111,10 @@ def fan_defer(n: int) -> None:
 def fan_apply(n: int) -> None:
     for _ in range(n):
         plain_child.apply_async(kwargs={"data": DATA})
+
+
+@app.task(name="bench.fan_start")
+def fan_start(n: int) -> None:
+    """The same deferred function as ``fan_defer``'s children, started by hand from the body."""
+    for i in range(n):
+        child.start(DATA, id=f"{fan_start.request.id}:c{i}")
