@@ -32,21 +32,21 @@ def test_every_deferred_run_completes_once_through_a_kill_storm(start_worker, ap
     start_worker(acks_late=acks_late, env={"CDT_FAST_RESTORE": "1"})
     expected = {(result.id, f"d{i}") for result in results for i in range(DEFERS)}
 
-    def handler_ends() -> list[dict[str, Any]]:
-        return seen("finished")
+    def ended(ends: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(end["parent"], end["defer_id"]) for end in ends}
 
-    wait_for(lambda: {(end["parent"], end["defer_id"]) for end in handler_ends()} >= expected, timeout_s=120)
+    wait_for(lambda: ended(seen("finished")) >= expected, timeout_s=120)
     time.sleep(5)  # redeliveries, resends and duplicates show up by now
-    ends = handler_ends()
-    assert {(end["parent"], end["defer_id"]) for end in ends} == expected  # none lost
+    ends, dones = seen("finished"), seen("done")
+    assert ended(ends) == expected  # none lost
 
     # None twice (SPEC 8.2): each run completed at most once...
-    completed = Counter(done["run_id"] for done in seen("done"))
+    completed = Counter(done["run_id"] for done in dones)
     assert set(completed.values()) <= {1}, {run: n for run, n in completed.items() if n > 1}
     # ...and a handler ran to its end more than once only where a worker was killed
     # between the handler's last line and the run's finish (the run never completed
     # there, so it ran again): at most one end per run outside those.
-    done_in = {(done["run_id"], done["pid"]) for done in seen("done")}
+    done_in = {(done["run_id"], done["pid"]) for done in dones}
     cut_short = Counter(
         end["run_id"]
         for end in ends
