@@ -1,7 +1,7 @@
 """What defers cost the parent, side by side with doing it by hand, on a real prefork worker.
 
     python bench/bench_parent.py [--broker redis|amqp://guest:guest@127.0.0.1:5672//]
-                                 [--only cost,latency,e2e] [--rounds 30] [--phases]
+                                 [--only cost,latency,e2e] [--rounds 30] [--samples 60] [--phases]
 
 Starts a private ``redis-server`` (state, results, timestamps, and the broker
 unless ``--broker`` names another) and ``celery worker`` subprocesses of
@@ -16,7 +16,10 @@ baseline measured in the same run:
 3. **e2e**: 200 parents x 5 children on one prefork worker, wall time until the
    last child ran, defers against ``apply_async`` of a plain task from the body;
    also the same deferred function started by hand (``.start()``) from the body,
-   so the children on both sides do the same work (claim, finish, ``acks_late``).
+   so the children on both sides do the same work (claim, finish, ``acks_late``);
+   and the parents alone (children sent to a queue no worker reads), whose
+   difference is all that sending by ``defer()`` can save: it gives the e2e a
+   deferred side would reach were each child as cheap as a plain task.
 
 ``--phases`` also times each step of the deferring parents inside the cost
 worker (``bench/parent_phases.py``: the ``defer()`` calls, record, publish,
@@ -136,22 +139,38 @@ def bench_latency(app: ModuleType, stamps: redis.Redis, samples: int) -> None:
     print(f"  deferred run        p50 {ours50:7.2f}   p95 {ours95:7.2f}   {ratios}")
 
 
+def _run_all(stamps: redis.Redis, task: Any, counter: str, parents: int, children: int, total: int) -> float:
+    stamps.set(counter, 0)
+    start = time.time()
+    for _ in range(parents):
+        task.apply_async(args=(children,))
+    wait_for(lambda: int(stamps.get(counter) or 0) >= total, 300)
+    return time.time() - start
+
+
 def bench_e2e(app: ModuleType, stamps: redis.Redis, parents: int, children: int) -> None:
     wall: dict[str, list[float]] = {"apply_async": [], "start": [], "defer": []}
     variants = (("apply_async", app.fan_apply), ("start", app.fan_start), ("defer", app.fan_defer))
+    alone: dict[str, list[float]] = {"apply_async": [], "defer": []}
+    sinks = (("apply_async", app.fan_apply_sink), ("defer", app.fan_defer_sink))
     for _ in range(2):
         for name, task in variants:
-            stamps.set("children", 0)
-            start = time.time()
-            for _ in range(parents):
-                task.apply_async(args=(children,))
-            wait_for(lambda: int(stamps.get("children") or 0) >= parents * children, 300)
-            wall[name].append(time.time() - start)
+            wall[name].append(_run_all(stamps, task, "children", parents, children, parents * children))
+        for name, task in sinks:
+            alone[name].append(_run_all(stamps, task, "parents", parents, children, parents))
     base, by_hand, ours = min(wall["apply_async"]), min(wall["start"]), min(wall["defer"])
+    alone_apply, alone_defer = min(alone["apply_async"]), min(alone["defer"])
     print(f"end to end: {parents} parents x {children} children, one prefork worker (best of 2, s)")
     print(f"  apply_async         {base:8.2f} s    1.00x   (plain task children)")
     print(f"  .start()            {by_hand:8.2f} s    {by_hand / base:5.2f}x   (same children, by hand)")
     print(f"  defer               {ours:8.2f} s    {ours / base:5.2f}x   {ours / by_hand:5.2f}x of .start()")
+    # What defers can save is the parents' sending alone: with children that cost
+    # what plain children cost, the defer side would take base - saving.
+    saving = alone_apply - alone_defer
+    print("  parents alone (their children go to a queue no worker reads):")
+    print(f"    apply_async {alone_apply:.2f} s, defer {alone_defer:.2f} s: defer saves {saving:.2f} s")
+    bound = base - saving
+    print(f"  defer, were each child as cheap as a plain task: {bound:.2f} s   {bound / base:5.2f}x")
 
 
 def main() -> None:
@@ -161,6 +180,7 @@ def main() -> None:
     parser.add_argument("--broker", default="redis", help="'redis' (the private server) or a broker URL")
     parser.add_argument("--only", default="cost,latency,e2e")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=60, help="latency samples a side (the first dropped)")
     parser.add_argument("--phases", action="store_true", help="time each step of a parent inside the worker")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -189,7 +209,7 @@ def main() -> None:
 
                     parent_phases.report(stamps)
             for name, call in (
-                ("latency", lambda: bench_latency(app, stamps, args.rounds * 2)),
+                ("latency", lambda: bench_latency(app, stamps, args.samples)),
                 ("e2e", lambda: bench_e2e(app, stamps, 200, 5)),
             ):
                 if name in only:

@@ -113,6 +113,22 @@ def fan_apply(n: int) -> None:
         plain_child.apply_async(kwargs={"data": DATA})
 
 
+@app.task(name="bench.fan_defer_sink")
+def fan_defer_sink(n: int) -> None:
+    """``fan_defer`` with children no worker runs: the parents' share of the e2e."""
+    for i in range(n):
+        defer(f"c{i}", function=sink_child, data=DATA)
+    _stamps.incr("parents")
+
+
+@app.task(name="bench.fan_apply_sink")
+def fan_apply_sink(n: int) -> None:
+    """``fan_apply`` with children no worker runs: the parents' share of the e2e."""
+    for _ in range(n):
+        plain_child.apply_async(kwargs={"data": DATA}, queue=SINK)
+    _stamps.incr("parents")
+
+
 @app.task(name="bench.fan_start")
 def fan_start(n: int) -> None:
     """The same deferred function as ``fan_defer``'s children, started by hand from the body."""
