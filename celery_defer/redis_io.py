@@ -146,6 +146,16 @@ class Scripts:
         except redis.RedisError:
             return False
 
+    def read_replies(self) -> None:
+        """Wait for the replies of calls :meth:`send_later` wrote, and hand them out now.
+
+        A reply lost with the connection reaches its callback as the error. An
+        exception that interrupts the read (a signal's: a soft time limit)
+        propagates, and the callbacks of the replies not read never hear.
+        """
+        if self._held is not None:
+            self._held.read_replies()
+
     def each(
         self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], *, doing: str
     ) -> list[Any]:

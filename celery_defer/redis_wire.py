@@ -174,6 +174,16 @@ class HeldConnection:
         finally:
             self._lock.release()
 
+    def read_replies(self) -> None:
+        """Read every reply left unread on the connection now, handing each to its callback.
+
+        For a caller that sent a command with :meth:`send` and then did other
+        work while it travelled: this waits for its reply (and earlier ones).
+        """
+        with self._lock:
+            if self._connection is not None and self._unread:
+                self._read_unread()
+
     def _ready(self, *, to_send: bool = False) -> Any:
         """The connection, with no reply left unread on it; call with the lock held.
 

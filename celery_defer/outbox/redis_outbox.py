@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from celery_defer import keys
+from celery_defer.errors import StoreUnavailableError
 from celery_defer.outbox.record import DeferRecord, decode_outbox
 from celery_defer.redis_clients import StoreClient, reaching
 from celery_defer.redis_clock import RedisClock
@@ -95,6 +96,32 @@ class RedisOutbox:
         begin and take the lease over, short enough that recovery finalizes the run
         if this worker dies before that attempt was sent.
         """
+        kept, script_keys, argv = self._record_call(run_id, records, final, next_attempt_in_s)
+        values = self._script("record", script_keys, argv, doing=f"recording the defers of {run_id}")
+        return _recorded(kept, values)
+
+    def record_later(self, run_id: str, records: list[DeferRecord]) -> PendingRecord | None:
+        """Write the record of a finalizing attempt's defers now; wait for its reply later.
+
+        Once this returns, the write has left this process: a worker killed
+        from here on still leaves the records in the outbox (Redis runs a
+        command it has read whatever became of its sender). The caller may
+        publish them meanwhile, then :meth:`PendingRecord.wait`.
+
+        Returns:
+            None, having written nothing, where the call cannot be left unread
+            (see ``Scripts.send_later``): call :meth:`record` instead.
+        """
+        kept, script_keys, argv = self._record_call(run_id, records, True, 0.0)
+        pending = PendingRecord(kept, self._script)
+        if not self._script.send_later("record", script_keys, argv, on_reply=pending.take):
+            return None
+        return pending
+
+    def _record_call(
+        self, run_id: str, records: list[DeferRecord], final: bool, next_attempt_in_s: float
+    ) -> tuple[list[DeferRecord], list[str], list[Any]]:
+        """The records as kept, and the keys and arguments of the ``record`` script."""
         hold_ms = int((max(next_attempt_in_s, 0.0) + self.settings.lease_s) * 1000)
         argv: list[Any] = [run_id, keys.OUTBOX_TTL_S, "1" if final else "0", DISPATCH_GRACE_MS, hold_ms]
         # defer() stamps its records with the local clock (no I/O at the call);
@@ -107,15 +134,8 @@ class RedisOutbox:
         ]
         for record in kept:
             argv += (record.defer_id, record.encode())
-        values = self._script(
-            "record",
-            [self.keys.outbox(run_id), self.keys.finalized(run_id), self.keys.attempts(run_id)],
-            argv,
-            doing=f"recording the defers of {run_id}",
-        )
-        if isinstance(values, int):
-            return kept  # the run's records are exactly these: no need to read them back
-        return decode_outbox(values)
+        script_keys = [self.keys.outbox(run_id), self.keys.finalized(run_id), self.keys.attempts(run_id)]
+        return kept, script_keys, argv
 
     def finalize(self, run_id: str) -> list[DeferRecord]:
         """Finalize a run that ended without its attempt returning; return its records."""
@@ -191,3 +211,46 @@ class RedisOutbox:
         """Take due members of one index in every shard (``limit`` per shard), pipelined."""
         calls = [([index(shard)], [limit, lease_ms]) for shard in self.keys.shards()]
         return [run_id for taken in self._take_due.each("take_due", calls, doing=doing) for run_id in taken]
+
+
+def _recorded(kept: list[DeferRecord], values: Any) -> list[DeferRecord]:
+    """What the ``record`` script's reply says the finalized run's records are."""
+    if isinstance(values, int):
+        return kept  # the run's records are exactly these: no need to read them back
+    return decode_outbox(values)
+
+
+class PendingRecord:
+    """A ``record`` call written by :meth:`RedisOutbox.record_later`, its reply not read yet.
+
+    Attributes:
+        records: the records as written (stamped in Redis time).
+    """
+
+    def __init__(self, records: list[DeferRecord], scripts: Scripts) -> None:
+        self.records = records
+        self._scripts = scripts
+        self._reply: Any = _UNREAD
+
+    def take(self, reply: Any) -> None:
+        """The reply's callback: the script's reply, or the error that came instead."""
+        self._reply = reply
+
+    def wait(self) -> list[DeferRecord]:
+        """Read the reply: every record of the finalized run (these, and any an earlier attempt kept).
+
+        Raises:
+            StoreUnavailableError: the record failed, or whether it was made is not
+                known (the connection was lost with its reply).
+        """
+        if self._reply is _UNREAD:
+            self._scripts.read_replies()
+        reply = self._reply
+        if reply is _UNREAD:
+            raise StoreUnavailableError("recording the defers: the reply was lost with the connection")
+        if isinstance(reply, Exception):
+            raise StoreUnavailableError(f"recording the defers: {reply}") from reply
+        return _recorded(self.records, reply)
+
+
+_UNREAD = object()

@@ -109,7 +109,7 @@ def end_attempt(capture: RunCapture, *, final: bool, next_attempt_in_s: float = 
         return []
     except Exception as exc:
         capture.saved = False
-        _keep_trying(capture, final=final, next_attempt_in_s=next_attempt_in_s, error=exc)
+        keep_trying(capture, final=final, next_attempt_in_s=next_attempt_in_s, error=exc)
         return []
     # Recorded: a later end of the same attempt (retry() then the Retry it
     # raises) must not record them again, and the run now has defers to finalize.
@@ -134,7 +134,7 @@ def take_finalized(run_id: str) -> bool:
     return True
 
 
-def _keep_trying(capture: RunCapture, *, final: bool, next_attempt_in_s: float, error: Exception) -> None:
+def keep_trying(capture: RunCapture, *, final: bool, next_attempt_in_s: float, error: Exception) -> None:
     """Record the attempt's defers in the background while Redis is away (bounded).
 
     The attempt ends now; its defers stay in this process until Redis answers.

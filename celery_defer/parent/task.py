@@ -22,6 +22,7 @@ from celery_defer.parent.attempt import (
     take_finalized,
 )
 from celery_defer.parent.capture import RunCapture, current_capture
+from celery_defer.parent.send_while_recording import settle_record, write_record
 from celery_defer.parent.worker_signals import install
 from celery_defer.steps.current import current_steps, open_steps
 
@@ -166,6 +167,13 @@ class DeferTask(Task):  # type: ignore[misc]
         raise Requeued(reason)
 
     def _end_attempt(self, request: Any, capture: RunCapture, *, final: bool) -> None:
+        pending = write_record(capture) if final else None
+        if pending is not None:
+            # Published while their record is on its way (see send_while_recording.py).
+            sent = self._send_finalized(capture.parent.run_id, pending.records, eager=False)
+            settle_record(capture, pending, all_sent=sent is True)
+            mark_finalized(capture.parent.run_id)
+            return
         records = end_attempt(capture, final=final)
         if capture.saved and capture.when_saved is not None:
             capture.when_saved()
@@ -176,9 +184,13 @@ class DeferTask(Task):  # type: ignore[misc]
             self._send_finalized(capture.parent.run_id, records, eager=capture.eager)
             mark_finalized(capture.parent.run_id)
 
-    def _send_finalized(self, run_id: str, records: list[DeferRecord], *, eager: bool) -> None:
-        """Start the deferred runs of a run that finalized in this attempt."""
-        dispatch(self.app, run_id, records, eager=eager)
+    def _send_finalized(self, run_id: str, records: list[DeferRecord], *, eager: bool) -> bool:
+        """Start the deferred runs of a run that finalized in this attempt.
+
+        Returns:
+            False when not every one was sent (the rest stay due in the outbox).
+        """
+        return dispatch(self.app, run_id, records, eager=eager)
 
     def after_return(
         self,

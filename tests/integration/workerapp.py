@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from celery_defer import DeferTask, NonRetriableError, RetryAfterError, create_defer, defer, step
 from celery_defer.deferred import parking
+from celery_defer.store import store_for
 
 REDIS_URL = os.environ.get("CDT_REDIS_URL", "redis://127.0.0.1:1")
 ACKS_LATE = os.environ.get("CDT_ACKS_LATE") == "1"
@@ -244,11 +245,21 @@ def parent_soft_limit(self: DeferTask) -> None:
 class KillAfterBody(DeferTask):
     """Kills its whole worker once, after the body returned (its defers recorded) and before dispatch."""
 
-    def _send_finalized(self, *args: Any, **kwargs: Any) -> None:
+    def _send_finalized(self, *args: Any, **kwargs: Any) -> bool:
         if _state.set("killed-once", 1, nx=True):
             seen("killing", pid=os.getpid())
             os.killpg(os.getpgid(0), signal.SIGKILL)
-        super()._send_finalized(*args, **kwargs)
+        return bool(super()._send_finalized(*args, **kwargs))
+
+
+@app.task(bind=True)
+def parent_record_refused(self: DeferTask, n: int) -> int:
+    """Defers, then makes its own outbox entry unusable: the record of its defers fails."""
+    defer("unrecorded", function=recorder, data={"n": n})
+    store = store_for(app)
+    store.client.set(store.keys.outbox(self.request.id), "not an outbox")
+    seen("parent", run_id=self.request.id, attempt=self.request.retries)
+    return n
 
 
 @app.task(bind=True, base=KillAfterBody)
@@ -296,10 +307,11 @@ class KillAt(DeferTask):
         self.kill_once("before_retry_sent")
         return super().apply_async(*args, **kwargs)
 
-    def _send_finalized(self, *args: Any, **kwargs: Any) -> None:
+    def _send_finalized(self, *args: Any, **kwargs: Any) -> bool:
         self.kill_once("after_body")
-        super()._send_finalized(*args, **kwargs)
+        sent = bool(super()._send_finalized(*args, **kwargs))
         self.kill_once("after_dispatch")
+        return sent
 
     def after_return(self, *args: Any, **kwargs: Any) -> None:
         self.kill_once("after_result")
