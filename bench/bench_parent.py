@@ -1,7 +1,7 @@
 """What defers cost the parent, side by side with doing it by hand, on a real prefork worker.
 
     python bench/bench_parent.py [--broker redis|amqp://guest:guest@127.0.0.1:5672//]
-                                 [--only cost,latency,e2e] [--rounds 30] [--samples 60] [--phases]
+                                 [--only cost,latency,e2e] [--rounds 30] [--samples 200] [--phases]
 
 Starts a private ``redis-server`` (state, results, timestamps, and the broker
 unless ``--broker`` names another) and ``celery worker`` subprocesses of
@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--broker", default="redis", help="'redis' (the private server) or a broker URL")
     parser.add_argument("--only", default="cost,latency,e2e")
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--samples", type=int, default=60, help="latency samples a side (the first dropped)")
+    parser.add_argument("--samples", type=int, default=200, help="latency samples a side (the first dropped)")
     parser.add_argument("--phases", action="store_true", help="time each step of a parent inside the worker")
     args = parser.parse_args()
     only = set(args.only.split(","))
