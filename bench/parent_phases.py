@@ -1,11 +1,12 @@
 """Where a parent's time goes inside the worker: ``bench_parent.py --phases``.
 
 Installed in the worker's pool processes by ``parent_app`` when ``CDB_PHASES`` is
-set: each step of a finalizing parent (its ``defer()`` calls, the record, the
-publish and, inside it, building the messages and writing AMQP frames, the
-clearing of the outbox) is wrapped to add its wall and CPU time to the running
-parent's totals. At the process's shutdown the medians over the ``bench.defers``
-parents (the first few left out: warm-up) go to Redis, for :func:`report`.
+set: each step of a finalizing parent is wrapped to add its wall and CPU time to
+the running parent's totals: its ``defer()`` calls; the record (its write and,
+after the publish, its reply); the publish and, inside it, building the
+messages and writing AMQP frames; the clearing of the outbox. At the process's
+shutdown the medians over the ``bench.defers`` parents (the first few left out:
+warm-up) go to Redis, for :func:`report`.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ import celery_defer.parent.task as parent_task
 #: (module, function, label), in the order they are printed.
 STEPS = (
     (call_site, "_defer", "100 defer() calls"),
-    (parent_task, "end_attempt", "record (script round trip)"),
+    (parent_task, "end_attempt", "record, waited for (other attempts)"),
+    (parent_task, "write_record", "record written (first attempt)"),
     (dispatch, "publish", "publish"),
     (publish, "build_task_messages", "  building the messages"),
     (publish_amqp, "write_frames", "  writing AMQP frames"),
     (dispatch, "_complete", "clearing the outbox"),
+    (parent_task, "settle_record", "record's reply, read after"),
 )
 TASK = "bench.defers"
 WARM_UP = 5
