@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 def test_a_record_refused_after_the_publish_loses_nothing(start_worker, app_module, seen):
     worker = start_worker()
     result = app_module.parent_record_refused.delay(3)
-    runs = wait_for(lambda: seen("run"), timeout_s=30)
+    wait_for(lambda: seen("run"), timeout_s=30)
     assert result.get(timeout=10) == 3
     time.sleep(3)  # recovery passes run every second: nothing is sent again
     runs = seen("run")

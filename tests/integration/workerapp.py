@@ -249,7 +249,7 @@ class KillAfterBody(DeferTask):
         if _state.set("killed-once", 1, nx=True):
             seen("killing", pid=os.getpid())
             os.killpg(os.getpgid(0), signal.SIGKILL)
-        return bool(super()._send_finalized(*args, **kwargs))
+        return super()._send_finalized(*args, **kwargs)
 
 
 @app.task(bind=True)
@@ -309,7 +309,7 @@ class KillAt(DeferTask):
 
     def _send_finalized(self, *args: Any, **kwargs: Any) -> bool:
         self.kill_once("after_body")
-        sent = bool(super()._send_finalized(*args, **kwargs))
+        sent: bool = super()._send_finalized(*args, **kwargs)
         self.kill_once("after_dispatch")
         return sent
 
