@@ -102,8 +102,6 @@ def _register(app: Celery, options: FunctionOptions, handler: Handler) -> Deferr
         # a run that dies mid-handler is also sent again by recovery (claims.py).
         "acks_late": True,
         "reject_on_worker_lost": True,
-        # ... and leaves room in the worker's prefetch budget while it runs (prefetch.py).
-        "Request": "celery_defer.deferred.prefetch_request:DeferredRequest",
         # Logged once by the run itself, naming the task id; Celery then says
         # "raised expected" at INFO instead of a second ERROR with a traceback.
         "throws": (MalformedMessageError,),

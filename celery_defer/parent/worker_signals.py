@@ -20,7 +20,6 @@ from celery import Celery, signals
 from celery.exceptions import Terminated, TimeLimitExceeded, WorkerLostError
 
 from celery_defer.background import background
-from celery_defer.deferred.prefetch import PrefetchBudgetStep
 from celery_defer.outbox.recovery import RecoveryStep
 
 logger = logging.getLogger(__name__)
@@ -38,10 +37,9 @@ class FinalizesInterrupted(Protocol):
 
 
 def install(app: Celery) -> None:
-    """Add the recovery and prefetch bootsteps to ``app``'s workers and connect the signals; idempotent."""
+    """Add the recovery bootstep to ``app``'s workers and connect the signals; idempotent."""
     if not app.__dict__.get("_celery_defer_installed"):
         app.steps["worker"].add(RecoveryStep)
-        app.steps["consumer"].add(PrefetchBudgetStep)
         app.__dict__["_celery_defer_installed"] = True
     # Connecting again is free (same dispatch_uid) and heals receivers cleared since.
     signals.task_revoked.connect(_on_revoked, weak=False, dispatch_uid="celery_defer.revoked")

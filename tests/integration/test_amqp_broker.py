@@ -1,7 +1,6 @@
 """The core worker tests again, with RabbitMQ as the broker and the state still in the private Redis.
 
-Each test of ``test_worker_runs.py`` and ``test_prefetch.py`` (where RabbitMQ's
-``basic.qos`` is what widens the budget) runs in its own pytest process with
+Each test of ``test_worker_runs.py`` runs in its own pytest process with
 ``CDT_BROKER_URL`` pointing at RabbitMQ, so its worker app is built for AMQP
 from the start. Every queue and exchange gets a prefix unique to this session
 (the default vhost is shared with whatever else uses the server); they are
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from tests.integration import test_prefetch, test_worker_runs
+from tests.integration import test_worker_runs
 from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -33,10 +32,7 @@ EXCHANGES = (*QUEUES, "celery.pidbox", "reply.celery.pidbox", "celeryev")
 #: Tests that read the Redis broker's lists directly: they are about message content, not the broker.
 REDIS_ONLY = {"test_runs_are_enqueued_in_call_order_with_parent_ids"}
 CORE_TESTS = sorted(
-    f"{module.__name__.rpartition('.')[2]}.py::{name}"
-    for module in (test_worker_runs, test_prefetch)
-    for name in dir(module)
-    if name.startswith("test_") and name not in REDIS_ONLY
+    name for name in dir(test_worker_runs) if name.startswith("test_") and name not in REDIS_ONLY
 )
 
 
@@ -80,7 +76,7 @@ def test_core_worker_test_passes_on_rabbitmq(rabbitmq: Connection, test_name: st
     _each_on_own_channel(rabbitmq, QUEUES, "purge")  # what an earlier test left queued
     env = {**os.environ, "CDT_BROKER_URL": AMQP_URL, "CDT_QUEUE_PREFIX": PREFIX, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    argv.append(f"tests/integration/{test_name}")
+    argv.append(f"tests/integration/test_worker_runs.py::{test_name}")
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "1 passed" in done.stdout
