@@ -93,7 +93,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def bench_cost(app: ModuleType, stamps: redis.Redis, rounds: int) -> None:
-    variants = {"apply_async": app.applies, "defer": app.defers, "empty": app.empty}
+    variants = {"apply_async": app.applies, "defer": app.defers, "empty": app.empty, "floor": app.floor}
     ids: dict[str, list[tuple[str, str]]] = {name: [] for name in variants}
     for _ in range(rounds):  # interleaved, so drift and neighbours hit all variants alike
         for name, task in variants.items():
@@ -111,6 +111,8 @@ def bench_cost(app: ModuleType, stamps: redis.Redis, rounds: int) -> None:
     print(f"  100 x apply_async   {base:8.2f} ms   1.00x")
     print(f"  100 x defer         {ms['defer']:8.2f} ms   {ms['defer'] / base:5.2f}x")
     print(f"  empty task          {empty:8.2f} ms   {empty / base:5.2f}x")
+    floor = ms["floor"]
+    print(f"  100 made once, sent {floor:8.2f} ms   {floor / base:5.2f}x   (the broker's share: the floor)")
     print(
         f"  net of empty task: apply_async {base - empty:.2f} ms, defer {ms['defer'] - empty:.2f} ms, "
         f"{(ms['defer'] - empty) / (base - empty):5.2f}x"

@@ -12,11 +12,17 @@ process and the worker run on one host, so they share the clock.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import uuid
+from struct import pack
 from typing import Any
 
 import redis
+from amqp import Message as AmqpMessage
+from amqp.channel import Channel as AmqpChannel
+from amqp.serialization import dumps as amqp_dumps
 from celery import Celery
 from celery.signals import task_prerun
 
@@ -83,6 +89,56 @@ def defers(n: int) -> None:
 def applies(n: int) -> None:
     for _ in range(n):
         plain_child.apply_async(kwargs={"data": DATA}, queue=SINK)
+
+
+#: What ``bench.floor`` sends, made on its first call: AMQP frames by channel id, or a Redis envelope.
+_floor_messages: dict[Any, bytes] = {}
+
+
+@app.task(name="bench.floor")
+def floor(n: int) -> None:
+    """``n`` copies of one plain child's message, made once, sent in one write.
+
+    What the broker takes for ``n`` messages with no Python spent per message:
+    the part of a parent's cost that no way of sending can take off.
+    """
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        if isinstance(channel, AmqpChannel):
+            frames = _floor_messages.get(channel.channel_id)
+            if frames is None:
+                frames = _floor_messages[channel.channel_id] = _amqp_frames(channel)
+            channel.connection.transport.write(frames * n)
+            return
+        envelope = _floor_messages.get("redis")
+        if envelope is None:
+            scratch = f"{SINK}-floor"
+            plain_child.apply_async(kwargs={"data": DATA}, queue=scratch)
+            envelope = _floor_messages["redis"] = channel.client.rpop(scratch)
+        channel.client.lpush(SINK, *[envelope] * n)
+
+
+def _amqp_frames(channel: Any) -> bytes:
+    """The frames of one ``plain_child`` message to the sink, as Celery would publish it."""
+    task_id = str(uuid.uuid4())
+    message = app.amqp.as_task_v2(task_id, plain_child.name, args=(), kwargs={"data": DATA}, root_id=task_id)
+    body = json.dumps(message.body).encode()
+    props = AmqpMessage(
+        body,
+        content_type="application/json",
+        content_encoding="utf-8",
+        application_headers=dict(message.headers),
+        delivery_mode=2,
+        priority=0,
+        **message.properties,
+    )._serialize_properties()
+    channel.queue_declare(SINK, durable=True, auto_delete=False)
+
+    def frame(kind: int, payload: bytes) -> bytes:
+        return pack(">BHI", kind, channel.channel_id, len(payload)) + payload + b"\xce"
+
+    publish = pack(">HH", 60, 40) + amqp_dumps("Bssbb", (0, "", SINK, 0, 0))
+    return frame(1, publish) + frame(2, pack(">HHQ", 60, 0, len(body)) + props) + frame(3, body)
 
 
 @app.task(name="bench.empty")
