@@ -39,6 +39,34 @@ def test_completing_a_dispatch_forgets_only_the_published_records(redis_url: str
     assert outbox.client.zscore(outbox.keys.finalized("run-1"), "run-1") is None
 
 
+def test_a_run_of_thousands_of_defers_is_recorded_in_call_order_and_cleared_whole(redis_url: str) -> None:
+    # 4,500 records are 9,000 values: more than one Lua call may unpack at once.
+    app = Celery("outbox", set_as_current=False)
+    app.conf.defer_redis_url = redis_url
+    outbox = store_for(app).outbox
+    ids = [f"d{i}" for i in range(4500)]
+
+    published = outbox.record("run-1", [record(i) for i in ids], final=True)
+
+    assert [r.defer_id for r in published] == ids
+    assert [r.defer_id for r in outbox.pending_records("run-1")] == ids
+    assert outbox.complete("run-1", ids) == 0
+    assert not outbox.client.exists(outbox.keys.outbox("run-1"))
+
+
+def test_the_first_record_of_an_id_is_kept_whichever_call_brings_it(redis_url: str) -> None:
+    app = Celery("outbox", set_as_current=False)
+    app.conf.defer_redis_url = redis_url
+    outbox = store_for(app).outbox
+    first, again = record("a"), record("a")._replace(data_json='{"again": true}')
+
+    outbox.record("run-1", [first, record("b"), again], final=False)  # twice in one call
+    outbox.record("run-1", [again, record("c")], final=True)  # and in a later one
+
+    kept = outbox.pending_records("run-1")
+    assert [(r.defer_id, r.data_json) for r in kept] == [("a", "{}"), ("b", "{}"), ("c", "{}")]
+
+
 def test_a_recovery_pass_that_could_not_send_leaves_the_run_for_the_next_pass(redis_url: str) -> None:
     # Two views of one fleet: the broker away (a port nobody listens on), then back.
     away = Celery("recovery", broker=f"redis://127.0.0.1:{free_port()}/0", set_as_current=False)

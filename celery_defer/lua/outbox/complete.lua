@@ -4,8 +4,9 @@
 -- run leaves both indexes.
 -- KEYS[1] outbox hash, KEYS[2] finalized zset, KEYS[3] attempts zset (both of the run's shard)
 -- Returns how many records are left.
-for i = 2, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
+-- In pieces: unpack() puts every value on Lua's C stack, which holds ~8000.
+for at = 2, #ARGV, 4000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, at, math.min(at + 3999, #ARGV)))
 end
 local left = redis.call('HLEN', KEYS[1])
 if left == 0 then

@@ -10,9 +10,28 @@
 -- else nothing.
 local outbox = KEYS[1]
 local added = 0
-for i = 6, #ARGV, 2 do
-  local seq = redis.call('HLEN', outbox) + 1
-  added = added + redis.call('HSETNX', outbox, ARGV[i], seq .. '|' .. ARGV[i + 1])
+if redis.call('EXISTS', outbox) == 0 then
+  -- Nothing recorded yet (most runs): one HSET of the records, each id's first kept.
+  local fields, seen = {}, {}
+  for i = 6, #ARGV, 2 do
+    if not seen[ARGV[i]] then
+      seen[ARGV[i]] = true
+      added = added + 1
+      fields[2 * added - 1] = ARGV[i]
+      fields[2 * added] = added .. '|' .. ARGV[i + 1]
+    end
+  end
+  -- In pieces: unpack() puts every value on Lua's C stack, which holds ~8000.
+  for at = 1, #fields, 4000 do
+    redis.call('HSET', outbox, unpack(fields, at, math.min(at + 3999, #fields)))
+  end
+else
+  local seq = redis.call('HLEN', outbox)
+  for i = 6, #ARGV, 2 do
+    local new = redis.call('HSETNX', outbox, ARGV[i], (seq + 1) .. '|' .. ARGV[i + 1])
+    seq = seq + new
+    added = added + new
+  end
 end
 local has_records = redis.call('EXISTS', outbox) == 1
 if has_records then
