@@ -43,6 +43,7 @@ from celery_defer.redis_urls import ReplicaAcks
 from celery_defer.redis_wire import HeldConnection
 
 _INCLUDE = re.compile(r"^--#include ([\w/]+)$", re.MULTILINE)
+_COMMENT_LINE = re.compile(r"^[ \t]*--.*$", re.MULTILINE)
 
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ def lua_source(name: str) -> str:
     """Return the text of script ``name`` (``"outbox/record"``), prelude first, includes pasted in."""
     body = (_LUA / f"{name}.lua").read_text("utf-8")
     body = _INCLUDE.sub(lambda match: (_LUA / f"{match[1]}.lua").read_text("utf-8"), body)
-    return _PRELUDE + body
+    # Scripts sent as text (``send_later``'s EVAL) carry it on every call: the
+    # comment lines go, left empty so the line numbers in Redis's errors do not move.
+    return _COMMENT_LINE.sub("", _PRELUDE + body)
 
 
 class Scripts:

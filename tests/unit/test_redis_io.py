@@ -28,9 +28,22 @@ def test_scripts_are_grouped_and_each_loads_with_the_prelude():
     assert {name.split("/")[0] for name in names} == {"outbox", "runs", "limits", "indexes", "steps"}
     for name in names:
         source = lua_source(name)
-        assert source.startswith("-- Prepended to every script")
+        code = [line for line in source.splitlines() if line.strip()]
+        assert code[0] == "pcall(redis.replicate_commands)", name  # the prelude's first line
         # The clock comes from the prelude only: no script reads TIME itself.
         assert source.count("redis.call('TIME')") == 1, name
+
+
+def test_scripts_go_without_their_comment_lines_and_keep_their_line_numbers():
+    root = resources.files("celery_defer") / "lua"
+    written = (root / "prelude.lua").read_text("utf-8") + (root / "outbox/record.lua").read_text("utf-8")
+    source = lua_source("outbox/record")
+
+    assert not [line for line in source.splitlines() if line.lstrip().startswith("--")]
+    assert len(source) < len(written) * 0.7
+    assert source.count("\n") == written.count("\n")
+    first_call = written.splitlines().index("local outbox = KEYS[1]")
+    assert source.splitlines()[first_call] == "local outbox = KEYS[1]"
 
 
 @pytest.mark.parametrize(
