@@ -10,7 +10,9 @@ baseline measured in the same run:
 
 1. **cost**: a parent making 100 defers against one making 100 ``apply_async``
    calls, from the parent's start until the one-process worker starts the next
-   task (``task_prerun`` to ``task_prerun``); also net of an empty task.
+   task (``task_prerun`` to ``task_prerun``); also net of an empty task, and
+   the floor: one plain child's message made once and sent 100 times in one
+   write, the broker's share of any way of sending 100 messages.
 2. **latency**: parent body finished -> child started, p50 and p95, a deferred
    run against a ``link`` callback (worker with two processes).
 3. **e2e**: 200 parents x 5 children on one prefork worker, wall time until the
