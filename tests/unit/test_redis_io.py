@@ -36,14 +36,15 @@ def test_scripts_are_grouped_and_each_loads_with_the_prelude():
 
 def test_scripts_go_without_their_comment_lines_and_keep_their_line_numbers():
     root = resources.files("celery_defer") / "lua"
-    written = (root / "prelude.lua").read_text("utf-8") + (root / "outbox/record.lua").read_text("utf-8")
-    source = lua_source("outbox/record")
+    # A script with no --#include, so it is sent as written, less its comments.
+    written = (root / "prelude.lua").read_text("utf-8") + (root / "outbox/finalize.lua").read_text("utf-8")
+    source = lua_source("outbox/finalize")
 
     assert not [line for line in source.splitlines() if line.lstrip().startswith("--")]
     assert len(source) < len(written) * 0.7
     assert source.count("\n") == written.count("\n")
-    first_call = written.splitlines().index("local outbox = KEYS[1]")
-    assert source.splitlines()[first_call] == "local outbox = KEYS[1]"
+    first_call = written.splitlines().index("redis.call('ZREM', KEYS[3], ARGV[1])")
+    assert source.splitlines()[first_call] == "redis.call('ZREM', KEYS[3], ARGV[1])"
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,8 @@
 -- run leaves both indexes.
 -- KEYS[1] outbox hash, KEYS[2] finalized zset, KEYS[3] attempts zset (both of the run's shard)
 -- Returns how many records are left.
--- In pieces: unpack() puts every value on Lua's C stack, which holds ~8000.
-for at = 2, #ARGV, 4000 do
-  redis.call('HDEL', KEYS[1], unpack(ARGV, at, math.min(at + 3999, #ARGV)))
-end
+--#include outbox/in_pieces
+call_in_pieces('HDEL', KEYS[1], ARGV, 2)
 local left = redis.call('HLEN', KEYS[1])
 if left == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])

@@ -8,8 +8,10 @@
 -- Returns, when the run finalizes, every record of the run, or only their count
 -- when they are exactly the ones this call added (the caller has them already);
 -- else nothing.
+--#include outbox/in_pieces
 local outbox = KEYS[1]
-local added = 0
+local added = 0 -- records this call added
+local total -- records in the outbox once it has
 if redis.call('EXISTS', outbox) == 0 then
   -- Nothing recorded yet (most runs): one HSET of the records, each id's first kept.
   local fields, seen = {}, {}
@@ -21,19 +23,17 @@ if redis.call('EXISTS', outbox) == 0 then
       fields[2 * added] = added .. '|' .. ARGV[i + 1]
     end
   end
-  -- In pieces: unpack() puts every value on Lua's C stack, which holds ~8000.
-  for at = 1, #fields, 4000 do
-    redis.call('HSET', outbox, unpack(fields, at, math.min(at + 3999, #fields)))
-  end
+  call_in_pieces('HSET', outbox, fields, 1)
+  total = added
 else
-  local seq = redis.call('HLEN', outbox)
+  total = redis.call('HLEN', outbox)
   for i = 6, #ARGV, 2 do
-    local new = redis.call('HSETNX', outbox, ARGV[i], (seq + 1) .. '|' .. ARGV[i + 1])
-    seq = seq + new
+    local new = redis.call('HSETNX', outbox, ARGV[i], (total + 1) .. '|' .. ARGV[i + 1])
+    total = total + new
     added = added + new
   end
 end
-local has_records = redis.call('EXISTS', outbox) == 1
+local has_records = total > 0
 if has_records then
   redis.call('EXPIRE', outbox, tonumber(ARGV[2]))
 end
@@ -46,8 +46,7 @@ if ARGV[3] ~= '1' then
   return {}
 end
 redis.call('ZREM', KEYS[3], ARGV[1]) -- the last attempt is over
-local total = redis.call('HLEN', outbox)
-if total > 0 then
+if has_records then
   redis.call('ZADD', KEYS[2], math.floor(redis_now_ms()) + tonumber(ARGV[4]), ARGV[1])
 end
 if total == added then
